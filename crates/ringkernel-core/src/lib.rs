@@ -1,0 +1,31 @@
+//! Core of RingKernel: the types that the host and every backend (CPU, CUDA, WebGPU, Metal) share
+//! byte for byte, and the backend-neutral parts of the runtime.
+//!
+//! * [`hlc`]: hybrid logical clocks packed into a `u64` (lock-free `tick`/`update`).
+//! * [`control_block`]: the 128-byte per-kernel control block and its memory-ordering contract.
+//! * [`queue`]: bounded lock-free ring queues (SPSC typed ring; MPMC byte-slot ring) with a layout
+//!   that can live in host, pinned or device memory.
+//! * [`message`]: the 64-byte envelope header, [`message::RingMessage`], and the plain-data and
+//!   rkyv payload codecs.
+//! * [`runtime`]: kernel definitions, lifecycle states, reply routing and the host-side kernel
+//!   handle that every backend shares.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod control_block;
+pub mod error;
+pub mod hlc;
+pub mod message;
+pub mod queue;
+pub mod runtime;
+mod sync;
+
+pub use control_block::ControlBlock;
+pub use error::{Error, Result};
+pub use hlc::{HlcClock, HlcTimestamp};
+pub use message::{KernelId, MessageId, RingMessage};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use rkyv;
+    pub use zerocopy;
+}

@@ -1,0 +1,362 @@
+//! The per-kernel shared structure every backend builds on, and the runtime's kernel directory.
+//!
+//! A [`KernelCell`] holds what both the host and the kernel's executor touch: the control block,
+//! the input and output slot rings, the reply table, and the wake-up plumbing. The backend
+//! supplies a [`Doorbell`] that gets the kernel running when work arrives (the CPU backend
+//! schedules it on a worker; a GPU backend may do nothing, since its kernel polls).
+
+use super::definition::KernelDef;
+use super::handle::RawMessage;
+use super::options::LaunchOptions;
+use super::reply::ReplyTable;
+use super::state::KernelState;
+use crate::control_block::ControlBlock;
+use crate::hlc::HlcClock;
+use crate::message::KernelId;
+use crate::queue::SlotRing;
+use crate::{Error, Result};
+use core::sync::atomic::{fence, AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use tokio::sync::Notify;
+
+/// Something that gets a kernel processing its input.
+pub trait Doorbell: Send + Sync {
+    /// Called after new input (or a lifecycle request) is published for the kernel.
+    fn ring(&self);
+}
+
+/// Async wake-up for host tasks waiting on a condition that kernels change (output available,
+/// input space, lifecycle). Cheap for the notifier when nobody waits: one fence and one load.
+#[derive(Default)]
+pub struct Waiters {
+    count: AtomicU32,
+    notify: Notify,
+}
+
+impl Waiters {
+    /// Wakes every waiting task (call after making the condition true).
+    #[inline]
+    pub fn notify(&self) {
+        // SeqCst fence: pairs with the fence in `wait_until`; either the waiter's count increment
+        // is visible here, or the waiter's re-check sees what was published before this fence.
+        fence(Ordering::SeqCst);
+        if self.count.load(Ordering::Relaxed) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Waits until `cond` returns `Some`.
+    pub async fn wait_until<T>(&self, mut cond: impl FnMut() -> Option<T>) -> T {
+        loop {
+            if let Some(v) = cond() {
+                return v;
+            }
+            // Created before the count increment: tokio guarantees a `Notified` receives every
+            // `notify_waiters` issued after its creation, even before it is first polled.
+            let notified = self.notify.notified();
+            self.count.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let ready = cond();
+            if ready.is_none() {
+                notified.await;
+            }
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            if let Some(v) = ready {
+                return v;
+            }
+        }
+    }
+}
+
+impl core::fmt::Debug for Waiters {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Waiters").field("count", &self.count.load(Ordering::Relaxed)).finish()
+    }
+}
+
+/// Shared per-kernel structure (see the module docs).
+pub struct KernelCell {
+    id: KernelId,
+    name: String,
+    /// Lifecycle flags and counters.
+    pub control: ControlBlock,
+    /// Input queue: host and K2K senders push, the kernel pops.
+    pub input: SlotRing,
+    /// Output queue: the kernel pushes, the host pops.
+    pub output: SlotRing,
+    /// Pending `call`s.
+    pub replies: ReplyTable,
+    /// Woken when the output queue gets a message.
+    pub output_waiters: Waiters,
+    /// Woken when the input queue frees space.
+    pub input_waiters: Waiters,
+    /// Woken on lifecycle changes (terminated, failed).
+    pub lifecycle_waiters: Waiters,
+    def: Option<Arc<KernelDef>>,
+    options: LaunchOptions,
+    doorbell: OnceLock<Arc<dyn Doorbell>>,
+    last_error: Mutex<Option<String>>,
+    returned: Mutex<Vec<RawMessage>>,
+    known_kernels: Vec<String>,
+}
+
+impl KernelCell {
+    /// Allocates the queues and control block for a kernel.
+    ///
+    /// `known_kernels` (the names that do have handlers) is only used in the error message when
+    /// `def` is `None`.
+    pub fn new(
+        id: KernelId,
+        name: &str,
+        def: Option<Arc<KernelDef>>,
+        options: LaunchOptions,
+        known_kernels: Vec<String>,
+    ) -> Result<Self> {
+        let slot = options.slot_size();
+        let input = SlotRing::new(options.input_capacity, slot)?;
+        let output = SlotRing::new(options.output_capacity, slot)?;
+        Ok(Self {
+            id,
+            name: name.to_string(),
+            control: ControlBlock::for_kernel(id.0, input.capacity(), output.capacity()),
+            input,
+            output,
+            replies: ReplyTable::new(options.max_pending_calls),
+            output_waiters: Waiters::default(),
+            input_waiters: Waiters::default(),
+            lifecycle_waiters: Waiters::default(),
+            def,
+            options,
+            doorbell: OnceLock::new(),
+            last_error: Mutex::new(None),
+            returned: Mutex::new(Vec::new()),
+            known_kernels,
+        })
+    }
+
+    /// Kernel id.
+    #[inline]
+    pub fn id(&self) -> KernelId {
+        self.id
+    }
+
+    /// Kernel name.
+    #[inline]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The kernel's definition (`None` if launched without a registered handler).
+    pub fn def(&self) -> Option<&Arc<KernelDef>> {
+        self.def.as_ref()
+    }
+
+    /// Launch options.
+    pub fn options(&self) -> &LaunchOptions {
+        &self.options
+    }
+
+    /// Installs the backend's doorbell (once).
+    pub fn set_doorbell(&self, d: Arc<dyn Doorbell>) {
+        let _ = self.doorbell.set(d);
+    }
+
+    /// Rings the doorbell: the kernel has new input or a lifecycle request.
+    #[inline]
+    pub fn ring(&self) {
+        if let Some(d) = self.doorbell.get() {
+            d.ring();
+        }
+    }
+
+    /// Current lifecycle state.
+    #[inline]
+    pub fn state(&self) -> KernelState {
+        KernelState::from_code(self.control.state_code())
+    }
+
+    /// Moves to `to` if allowed from the current state.
+    pub fn transition(&self, to: KernelState) -> Result<KernelState> {
+        loop {
+            let from = self.state();
+            if !from.can_go_to(to) {
+                return Err(Error::InvalidTransition { kernel: self.name.clone(), from, to });
+            }
+            if self.control.transition(from.code(), to.code()).is_ok() {
+                return Ok(from);
+            }
+        }
+    }
+
+    /// Records a failure text (and code) on the kernel.
+    pub fn record_error(&self, code: crate::control_block::ErrorCode, text: String) {
+        self.control.record_error(code);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+    }
+
+    /// Last failure text.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps a message that could not be processed (failed kernel) for `terminate` to return.
+    pub fn return_message(&self, m: RawMessage) {
+        self.returned.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+    }
+
+    /// Takes the messages kept by [`KernelCell::return_message`].
+    pub fn take_returned(&self) -> Vec<RawMessage> {
+        core::mem::take(&mut *self.returned.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Checks that this kernel can take a message of type `type_id` right now.
+    pub fn check_accepts(&self, type_id: u64, type_name: &str) -> Result<()> {
+        let state = self.state();
+        if !state.accepts_messages() {
+            return Err(Error::NotAccepting { kernel: self.name.clone(), state });
+        }
+        match &self.def {
+            None => {
+                Err(Error::NoHandler { kernel: self.name.clone(), registered: self.known_kernels.clone() })
+            }
+            Some(d) if !d.handles(type_id) => Err(Error::UnknownMessageType {
+                kernel: self.name.clone(),
+                type_id,
+                type_name: type_name.to_string(),
+                accepted: d.accepted(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Pushes an already-encoded envelope into the input queue; `false` if full.
+    #[inline]
+    pub fn push_input_bytes(&self, bytes: &[u8]) -> bool {
+        let pushed = self
+            .input
+            .try_push_with(|slot| {
+                slot[..bytes.len()].copy_from_slice(bytes);
+                Ok::<_, ()>(bytes.len())
+            })
+            .ok()
+            .flatten()
+            .is_some();
+        if pushed {
+            self.control.add_in_flight(1);
+            self.ring();
+        }
+        pushed
+    }
+
+    /// Pushes an encoded envelope into the output queue; `false` if full.
+    #[inline]
+    pub fn push_output_bytes(&self, bytes: &[u8]) -> bool {
+        let pushed = self
+            .output
+            .try_push_with(|slot| {
+                slot[..bytes.len()].copy_from_slice(bytes);
+                Ok::<_, ()>(bytes.len())
+            })
+            .ok()
+            .flatten()
+            .is_some();
+        if pushed {
+            self.output_waiters.notify();
+        }
+        pushed
+    }
+}
+
+impl KernelCell {
+    /// Stops the kernel at once without draining (runtime dropped without `shutdown`): waiting
+    /// calls get an error reply, waiters are woken, the state becomes `Terminated`.
+    pub fn abort(&self, reason: &str) {
+        for corr in self.replies.waiting() {
+            let header = crate::message::EnvelopeHeader {
+                magic: crate::message::ENVELOPE_MAGIC,
+                version: crate::message::ENVELOPE_VERSION,
+                flags: crate::message::FLAG_REPLY | crate::message::FLAG_ERROR_REPLY,
+                type_id: <super::handle::ErrorReply as crate::message::RingMessage>::message_type(),
+                message_id: 0,
+                correlation_id: corr,
+                hlc: 0,
+                source: self.id.0,
+                destination: 0,
+                payload_len: reason.len() as u32,
+                hlc_node: self.id.0,
+                checksum: 0,
+                reserved: 0,
+            };
+            let mut bytes = zerocopy::IntoBytes::as_bytes(&header).to_vec();
+            bytes.extend_from_slice(reason.as_bytes());
+            let _ = self.replies.complete(corr, &bytes);
+        }
+        self.control.set_state_code(KernelState::Terminated.code());
+        self.control.request_terminate();
+        self.control.mark_terminated();
+        self.lifecycle_waiters.notify();
+        self.output_waiters.notify();
+        self.input_waiters.notify();
+    }
+}
+
+impl core::fmt::Debug for KernelCell {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KernelCell")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// The runtime's kernels by name and id, plus the host's clock. Read on K2K cache misses only.
+pub struct Directory {
+    by_name: RwLock<HashMap<String, Arc<KernelCell>>>,
+    by_id: RwLock<HashMap<u32, Arc<KernelCell>>>,
+    /// The host's HLC (node id 0), stamping messages the host sends.
+    pub host_clock: HlcClock,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Self { by_name: RwLock::default(), by_id: RwLock::default(), host_clock: HlcClock::new(0) }
+    }
+}
+
+impl Directory {
+    /// Adds a kernel; a live kernel with the same name is an error.
+    pub fn insert(&self, cell: Arc<KernelCell>) -> Result<()> {
+        let mut names = self.by_name.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = names.get(cell.name()) {
+            if old.state() != KernelState::Terminated {
+                return Err(Error::AlreadyLaunched(cell.name().to_string()));
+            }
+        }
+        names.insert(cell.name().to_string(), cell.clone());
+        self.by_id.write().unwrap_or_else(|e| e.into_inner()).insert(cell.id().0, cell);
+        Ok(())
+    }
+
+    /// Looks a kernel up by name.
+    pub fn by_name(&self, name: &str) -> Option<Arc<KernelCell>> {
+        self.by_name.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Looks a kernel up by id.
+    pub fn by_id(&self, id: KernelId) -> Option<Arc<KernelCell>> {
+        self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(&id.0).cloned()
+    }
+
+    /// All kernels (snapshot).
+    pub fn all(&self) -> Vec<Arc<KernelCell>> {
+        self.by_id.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+}
+
+impl core::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Directory").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,302 @@
+//! What a handler sees: its kernel, the message's origin, its clock, and K2K sends.
+//!
+//! K2K sends write straight into the target kernel's input queue (no broker in between). A send
+//! that finds the target's queue full is kept in the sending kernel's outbox, in order, and the
+//! sending kernel takes no further input until the outbox drains: backpressure travels upstream,
+//! and nothing is dropped.
+
+use super::cell::{Directory, KernelCell};
+use super::handle::ErrorReply;
+use super::reply::Delivery;
+use crate::hlc::{HlcClock, HlcTimestamp};
+use crate::message::{
+    encode, EnvelopeHeader, EnvelopeMeta, KernelId, RingMessage, FLAG_ERROR_REPLY, FLAG_REPLY,
+};
+use crate::{Error, Result};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Where a K2K message goes: a kernel name or id.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// By name.
+    Name(&'a str),
+    /// By id.
+    Id(KernelId),
+}
+
+impl<'a> From<&'a str> for Target<'a> {
+    fn from(s: &'a str) -> Self {
+        Target::Name(s)
+    }
+}
+impl<'a> From<&'a String> for Target<'a> {
+    fn from(s: &'a String) -> Self {
+        Target::Name(s)
+    }
+}
+impl From<KernelId> for Target<'_> {
+    fn from(id: KernelId) -> Self {
+        Target::Id(id)
+    }
+}
+
+pub(crate) enum Route {
+    Kernel(Arc<KernelCell>),
+    HostOutput,
+}
+
+pub(crate) struct Outgoing {
+    pub(crate) route: Route,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Per-kernel executor-local data the context uses: the outbox and the K2K lookup caches.
+#[derive(Default)]
+pub struct ExecLocal {
+    pub(crate) outbox: VecDeque<Outgoing>,
+    names: HashMap<String, Arc<KernelCell>>,
+    ids: HashMap<u32, Arc<KernelCell>>,
+    scratch: Vec<u8>,
+}
+
+impl ExecLocal {
+    /// Messages waiting for room in a full target queue.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+}
+
+/// Handler context (see the module docs).
+pub struct Context<'a> {
+    pub(crate) cell: &'a KernelCell,
+    pub(crate) dir: &'a Directory,
+    pub(crate) clock: &'a HlcClock,
+    pub(crate) header: &'a EnvelopeHeader,
+    pub(crate) local: &'a mut ExecLocal,
+    pub(crate) replied: bool,
+}
+
+impl<'a> Context<'a> {
+    /// This kernel's id.
+    pub fn kernel_id(&self) -> KernelId {
+        self.cell.id()
+    }
+
+    /// This kernel's name.
+    pub fn kernel_name(&self) -> &str {
+        self.cell.name()
+    }
+
+    /// Who sent the message being handled (`KernelId::HOST` for the host).
+    pub fn source(&self) -> KernelId {
+        KernelId(self.header.source)
+    }
+
+    /// The sender's HLC timestamp on the message being handled.
+    pub fn message_timestamp(&self) -> HlcTimestamp {
+        HlcTimestamp::from_packed(self.header.hlc, self.header.hlc_node)
+    }
+
+    /// The envelope of the message being handled.
+    pub fn envelope(&self) -> &EnvelopeHeader {
+        self.header
+    }
+
+    /// A new timestamp from this kernel's clock (already merged with the message's timestamp).
+    pub fn now(&self) -> HlcTimestamp {
+        self.clock.tick()
+    }
+
+    /// Whether the handler already replied to the current message.
+    pub fn has_replied(&self) -> bool {
+        self.replied
+    }
+
+    fn resolve(&mut self, target: Target<'_>) -> Result<Arc<KernelCell>> {
+        let from = self.cell.id();
+        let found = match target {
+            Target::Name(n) => match self.local.names.get(n) {
+                Some(c) => Some(c.clone()),
+                None => {
+                    let c = self.dir.by_name(n);
+                    if let Some(c) = &c {
+                        self.local.names.insert(n.to_string(), c.clone());
+                    }
+                    c
+                }
+            },
+            Target::Id(id) => match self.local.ids.get(&id.0) {
+                Some(c) => Some(c.clone()),
+                None => {
+                    let c = self.dir.by_id(id);
+                    if let Some(c) = &c {
+                        self.local.ids.insert(id.0, c.clone());
+                    }
+                    c
+                }
+            },
+        };
+        found.ok_or_else(|| Error::K2k {
+            from,
+            to: match target {
+                Target::Name(n) => n.to_string(),
+                Target::Id(id) => id.to_string(),
+            },
+            detail: "no such kernel in this runtime".into(),
+        })
+    }
+
+    /// Sends `msg` to another kernel's input queue (K2K), stamped with this kernel's clock.
+    ///
+    /// If the target queue is full the message waits in this kernel's outbox (see module docs).
+    pub fn send_to<'t, M: RingMessage>(&mut self, target: impl Into<Target<'t>>, msg: M) -> Result<()> {
+        let target = self.resolve(target.into())?;
+        target.check_accepts(M::message_type(), M::type_name())?;
+        let meta = EnvelopeMeta {
+            correlation_id: 0,
+            source: self.cell.id().0,
+            destination: target.id().0,
+            hlc: self.clock.tick(),
+            flags: 0,
+        };
+        self.push_or_queue(Route::Kernel(target), &msg, &meta)
+    }
+
+    /// Sends `msg` to the host's output queue of this kernel (read with `receive`).
+    pub fn emit<M: RingMessage>(&mut self, msg: M) -> Result<()> {
+        let meta = EnvelopeMeta {
+            correlation_id: 0,
+            source: self.cell.id().0,
+            destination: KernelId::HOST.0,
+            hlc: self.clock.tick(),
+            flags: 0,
+        };
+        self.push_or_queue(Route::HostOutput, &msg, &meta)
+    }
+
+    /// Answers the message being handled: to the waiting `call` if it was a request from the host,
+    /// otherwise to the sender (host output queue or the sending kernel's input queue).
+    pub fn reply<M: RingMessage>(&mut self, msg: M) -> Result<()> {
+        self.replied = true;
+        let meta = EnvelopeMeta {
+            correlation_id: self.header.correlation_id,
+            source: self.cell.id().0,
+            destination: self.header.source,
+            hlc: self.clock.tick(),
+            flags: FLAG_REPLY,
+        };
+        if self.header.source == KernelId::HOST.0 {
+            if self.header.correlation_id != 0 {
+                let mut scratch = core::mem::take(&mut self.local.scratch);
+                scratch.resize(self.cell.output.slot_size() as usize, 0);
+                let r = encode(&msg, &meta, &mut scratch)
+                    .map_err(Error::from)
+                    .map(|n| deliver_reply(self.cell, self.local, self.header.correlation_id, &scratch[..n]));
+                self.local.scratch = scratch;
+                return r;
+            }
+            self.push_or_queue(Route::HostOutput, &msg, &meta)
+        } else {
+            let target = self.resolve(Target::Id(KernelId(self.header.source)))?;
+            target.check_accepts(M::message_type(), M::type_name())?;
+            self.push_or_queue(Route::Kernel(target), &msg, &meta)
+        }
+    }
+
+    fn push_or_queue<M: RingMessage>(&mut self, route: Route, msg: &M, meta: &EnvelopeMeta) -> Result<()> {
+        let ring = match &route {
+            Route::Kernel(c) => &c.input,
+            Route::HostOutput => &self.cell.output,
+        };
+        if self.local.outbox.is_empty() {
+            match ring.try_push_with(|slot| encode(msg, meta, slot)) {
+                Ok(Some(())) => {
+                    after_push(self.cell, &route);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut bytes = vec![0u8; ring.slot_size() as usize];
+        let n = encode(msg, meta, &mut bytes)?;
+        bytes.truncate(n);
+        self.local.outbox.push_back(Outgoing { route, bytes });
+        Ok(())
+    }
+}
+
+fn after_push(me: &KernelCell, route: &Route) {
+    match route {
+        Route::Kernel(c) => {
+            c.control.add_in_flight(1);
+            c.ring();
+        }
+        Route::HostOutput => me.output_waiters.notify(),
+    }
+}
+
+/// Hands an encoded reply to the waiting caller, or to the output queue if nobody waits.
+pub(crate) fn deliver_reply(cell: &KernelCell, local: &mut ExecLocal, correlation_id: u64, bytes: &[u8]) {
+    if cell.replies.complete(correlation_id, bytes) == Delivery::Delivered {
+        return;
+    }
+    if local.outbox.is_empty() && cell.push_output_bytes(bytes) {
+        return;
+    }
+    local.outbox.push_back(Outgoing { route: Route::HostOutput, bytes: bytes.to_vec() });
+}
+
+/// Sends an error reply for a failed request from the host (no-op for non-requests).
+pub(crate) fn fail_request(cell: &KernelCell, local: &mut ExecLocal, header: &EnvelopeHeader, text: &str) {
+    if header.correlation_id == 0 || header.source != KernelId::HOST.0 {
+        return;
+    }
+    let meta = EnvelopeMeta {
+        correlation_id: header.correlation_id,
+        source: cell.id().0,
+        destination: header.source,
+        hlc: HlcTimestamp::from_packed(cell.control.hlc_packed(), cell.id().0),
+        flags: FLAG_REPLY | FLAG_ERROR_REPLY,
+    };
+    let mut buf = vec![0u8; cell.output.slot_size() as usize];
+    let mut text = text.to_string();
+    text.truncate(buf.len() - crate::message::ENVELOPE_HEADER_SIZE);
+    while !text.is_char_boundary(text.len()) {
+        text.pop();
+    }
+    let n = encode(&ErrorReply(text), &meta, &mut buf).expect("truncated to fit");
+    deliver_reply(cell, local, header.correlation_id, &buf[..n]);
+}
+
+/// Tries to move outbox entries into their target queues; returns `true` when it is empty.
+pub(crate) fn flush_outbox(cell: &KernelCell, local: &mut ExecLocal) -> bool {
+    while let Some(front) = local.outbox.front() {
+        let stopped_target = match &front.route {
+            Route::Kernel(t) if !t.state().accepts_messages() => Some(t.name().to_string()),
+            _ => None,
+        };
+        if let Some(target) = stopped_target {
+            // The target stopped; keep the message for our own terminate() to return.
+            let o = local.outbox.pop_front().expect("front exists");
+            cell.record_error(
+                crate::control_block::ErrorCode::QueueFull,
+                format!("K2K target {target} stopped with a message pending from {}", cell.name()),
+            );
+            if let Ok(raw) = super::handle::RawMessage::from_bytes(&o.bytes) {
+                cell.return_message(raw);
+            }
+            continue;
+        }
+        let ok = match &front.route {
+            Route::Kernel(t) => t.push_input_bytes(&front.bytes),
+            Route::HostOutput => cell.push_output_bytes(&front.bytes),
+        };
+        if !ok {
+            return false;
+        }
+        local.outbox.pop_front();
+    }
+    true
+}

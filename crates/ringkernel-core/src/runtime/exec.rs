@@ -1,0 +1,250 @@
+//! Running a kernel's handlers on a host thread: the message loop every CPU-side executor uses.
+//!
+//! [`HostExecutor::run`] processes up to a budget of messages and reports whether the kernel has
+//! more work, is idle, or has terminated. The caller (the CPU backend's scheduler) guarantees that
+//! at most one thread runs a given executor at a time.
+//!
+//! Failure handling: a panicking handler is caught (`catch_unwind`); the kernel records the panic
+//! text, answers the request (if any) with an error, and then either rebuilds its state (restart
+//! policy) or becomes `Failed`. A failed kernel answers every queued request with an error and
+//! keeps every other queued message for `terminate` to hand back.
+
+use super::cell::{Directory, KernelCell};
+use super::context::{fail_request, flush_outbox, Context, ExecLocal};
+use super::definition::{BoxedState, DispatchError};
+use super::handle::RawMessage;
+use super::options::RestartPolicy;
+use super::state::KernelState;
+use crate::control_block::ErrorCode;
+use crate::hlc::HlcClock;
+use crate::message::decode_header;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Weak};
+
+/// Result of one [`HostExecutor::run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Nothing left to do until the doorbell rings again.
+    Idle,
+    /// More input is queued, or the outbox waits for room: run again soon.
+    Yield,
+    /// The kernel has terminated; never run it again.
+    Terminated,
+}
+
+/// Messages popped per queue claim.
+const BATCH: usize = 32;
+
+/// Executor-side state of one kernel: its user state, clock and outbox.
+///
+/// It holds its kernel and the directory weakly: the backend's scheduler owns the executor, the
+/// kernel cell owns the scheduler's task through its doorbell, and the directory owns the cell, so
+/// strong references here would form a cycle.
+pub struct HostExecutor {
+    cell: Weak<KernelCell>,
+    dir: Weak<Directory>,
+    name: String,
+    state: Option<BoxedState>,
+    clock: HlcClock,
+    local: ExecLocal,
+    failed: bool,
+}
+
+impl HostExecutor {
+    /// An executor for `cell`; builds the kernel's initial state.
+    pub fn new(cell: &Arc<KernelCell>, dir: &Arc<Directory>) -> Self {
+        let state = cell.def().map(|d| d.make_state());
+        let clock = HlcClock::new(cell.id().0);
+        Self {
+            cell: Arc::downgrade(cell),
+            dir: Arc::downgrade(dir),
+            name: cell.name().to_string(),
+            state,
+            clock,
+            local: ExecLocal::default(),
+            failed: false,
+        }
+    }
+
+    /// Processes up to `budget` messages.
+    pub fn run(&mut self, budget: usize) -> RunOutcome {
+        let (Some(cell), Some(dir)) = (self.cell.upgrade(), self.dir.upgrade()) else {
+            return RunOutcome::Terminated;
+        };
+        match cell.state() {
+            KernelState::Terminated => return RunOutcome::Terminated,
+            KernelState::Failed => self.failed = true,
+            _ => {}
+        }
+        if !flush_outbox(&cell, &mut self.local) {
+            return RunOutcome::Yield;
+        }
+        let terminating = cell.control.terminate_requested();
+        let mut processed = 0usize;
+        if self.failed {
+            self.drain_failed(&cell);
+        } else if cell.control.is_active() || terminating {
+            while processed < budget {
+                let mut handled = 0u64;
+                let n = cell.input.pop_batch_with(BATCH.min(budget - processed), |bytes| {
+                    handled += 1;
+                    self.handle(&cell, &dir, bytes);
+                });
+                if n == 0 {
+                    break;
+                }
+                processed += n;
+                cell.control.add_in_flight(-(handled as i64));
+                if !self.local.outbox.is_empty() || self.failed {
+                    break;
+                }
+            }
+            if processed > 0 {
+                cell.control.set_hlc_packed(self.clock.now().packed());
+                cell.input_waiters.notify();
+            }
+            if self.failed {
+                self.drain_failed(&cell);
+            }
+        }
+        cell.control.mirror_queues(cell.input.indices(), cell.output.indices());
+        if terminating && cell.input.is_empty() && self.local.outbox.is_empty() {
+            self.finish_terminate(&cell);
+            return RunOutcome::Terminated;
+        }
+        if !self.local.outbox.is_empty() || (processed >= budget && !self.failed) {
+            RunOutcome::Yield
+        } else {
+            RunOutcome::Idle
+        }
+    }
+
+    fn handle(&mut self, cell: &KernelCell, dir: &Directory, bytes: &[u8]) {
+        let header = match decode_header(bytes) {
+            Ok((h, _)) => h,
+            Err(e) => {
+                cell.record_error(ErrorCode::Decode, format!("dropped malformed input message: {e}"));
+                return;
+            }
+        };
+        self.clock.observe_trusted(header.hlc);
+        if self.failed {
+            self.return_or_fail(cell, &header, bytes);
+            return;
+        }
+        let (Some(def), Some(state)) = (cell.def().cloned(), self.state.as_mut()) else {
+            let text = format!("kernel {:?} has no registered handler", cell.name());
+            cell.record_error(ErrorCode::UnknownMessageType, text.clone());
+            fail_request(cell, &mut self.local, &header, &text);
+            return;
+        };
+        let mut ctx = Context {
+            cell,
+            dir,
+            clock: &self.clock,
+            header: &header,
+            local: &mut self.local,
+            replied: false,
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| def.dispatch(state, bytes, &mut ctx)));
+        let replied = ctx.replied;
+        cell.control.add_processed(1);
+        match result {
+            Ok(Ok(())) => {
+                if header.correlation_id != 0 && !replied {
+                    fail_request(
+                        cell,
+                        &mut self.local,
+                        &header,
+                        "the handler returned no reply to this request",
+                    );
+                }
+            }
+            Ok(Err(e)) => {
+                let code = match e {
+                    DispatchError::Decode(_) => ErrorCode::Decode,
+                    DispatchError::UnknownType(_) => ErrorCode::UnknownMessageType,
+                    DispatchError::Handler(_) => ErrorCode::HandlerError,
+                };
+                let text = e.to_string();
+                cell.record_error(code, text.clone());
+                fail_request(cell, &mut self.local, &header, &text);
+            }
+            Err(panic) => {
+                let text = format!("handler panicked: {}", panic_text(&panic));
+                cell.record_error(ErrorCode::HandlerPanic, text.clone());
+                fail_request(cell, &mut self.local, &header, &text);
+                let restart = match cell.options().restart {
+                    RestartPolicy::Never => false,
+                    RestartPolicy::Restart { max_restarts } => cell.control.restarts() < max_restarts,
+                };
+                if restart {
+                    cell.control.record_restart();
+                    self.state = Some(def.make_state());
+                    tracing::warn!(kernel = cell.name(), "{text}; restarted with fresh state");
+                } else {
+                    tracing::error!(kernel = cell.name(), "{text}; kernel failed");
+                    self.failed = true;
+                    let _ = cell.transition(KernelState::Failed);
+                    cell.lifecycle_waiters.notify();
+                    cell.output_waiters.notify();
+                }
+            }
+        }
+    }
+
+    fn return_or_fail(&mut self, cell: &KernelCell, header: &crate::message::EnvelopeHeader, bytes: &[u8]) {
+        if header.correlation_id != 0 && header.source == 0 {
+            let text = format!(
+                "kernel {:?} failed before handling this request: {}",
+                cell.name(),
+                cell.last_error().unwrap_or_default()
+            );
+            fail_request(cell, &mut self.local, header, &text);
+        } else if let Ok(raw) = RawMessage::from_bytes(bytes) {
+            cell.return_message(raw);
+        }
+    }
+
+    fn drain_failed(&mut self, cell: &KernelCell) {
+        loop {
+            let mut handled = 0i64;
+            let n = cell.input.pop_batch_with(BATCH, |bytes| {
+                handled += 1;
+                if let Ok((h, _)) = decode_header(bytes) {
+                    self.return_or_fail(cell, &h, bytes);
+                }
+            });
+            cell.control.add_in_flight(-handled);
+            if n == 0 {
+                break;
+            }
+        }
+        cell.input_waiters.notify();
+    }
+
+    fn finish_terminate(&mut self, cell: &KernelCell) {
+        let _ = cell.transition(KernelState::Terminated);
+        cell.control.set_hlc_packed(self.clock.now().packed());
+        cell.control.mark_terminated();
+        cell.lifecycle_waiters.notify();
+        cell.output_waiters.notify();
+        cell.input_waiters.notify();
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+impl core::fmt::Debug for HostExecutor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HostExecutor").field("kernel", &self.name).field("failed", &self.failed).finish()
+    }
+}

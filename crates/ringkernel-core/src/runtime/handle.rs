@@ -1,0 +1,421 @@
+//! The host's handle on a kernel: lifecycle, send/receive, request/reply.
+//!
+//! The handle works on the shared [`KernelCell`] only, so it is the same for every backend.
+
+use super::cell::{Directory, KernelCell};
+use super::reply::Ticket;
+use super::state::KernelState;
+use crate::control_block::{ControlBlock, ErrorCode};
+use crate::hlc::HlcTimestamp;
+use crate::message::{
+    decode_header, encode, DecodeError, EncodeError, EnvelopeHeader, EnvelopeMeta, KernelId, RingMessage,
+    ENVELOPE_HEADER_SIZE, FLAG_ERROR_REPLY,
+};
+use crate::{Error, Result};
+use core::future::poll_fn;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A message taken off a queue without decoding its payload (handed back, never dropped, when it
+/// was not what the caller expected or could not be processed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// Its envelope.
+    pub header: EnvelopeHeader,
+    /// Its payload bytes.
+    pub payload: Vec<u8>,
+}
+
+impl RawMessage {
+    /// Copies a validated envelope out of a slot.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (header, payload) = decode_header(bytes)?;
+        Ok(Self { header, payload: payload.to_vec() })
+    }
+
+    /// Decodes the payload as `M` (checking the type id).
+    pub fn decode<M: RingMessage>(&self) -> Result<M, DecodeError> {
+        if self.header.type_id != M::message_type() {
+            return Err(DecodeError::TypeMismatch {
+                expected: M::message_type(),
+                expected_name: M::type_name(),
+                found: self.header.type_id,
+            });
+        }
+        M::decode_payload(&self.payload)
+    }
+
+    /// The sender's timestamp.
+    pub fn timestamp(&self) -> HlcTimestamp {
+        HlcTimestamp::from_packed(self.header.hlc, self.header.hlc_node)
+    }
+}
+
+/// Payload of an error reply: UTF-8 text (type id reserved by the runtime).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply(pub String);
+
+impl RingMessage for ErrorReply {
+    fn message_type() -> u64 {
+        0x7FFF_FFFF_FFFF_FF01
+    }
+    fn encode_payload(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        let b = self.0.as_bytes();
+        let capacity = out.len();
+        let dst = out.get_mut(..b.len()).ok_or(EncodeError::PayloadTooLarge {
+            type_name: Self::type_name(),
+            needed: b.len(),
+            capacity,
+        })?;
+        dst.copy_from_slice(b);
+        Ok(b.len())
+    }
+    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(Self(String::from_utf8_lossy(bytes).into_owned()))
+    }
+}
+
+/// A non-blocking send that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TrySendError<M> {
+    /// The input queue is full; the message is handed back.
+    #[error("input queue is full")]
+    Full(M),
+    /// The kernel refused the message (state, type, encoding); the message is handed back.
+    #[error("{error}")]
+    Rejected {
+        /// Why.
+        error: Error,
+        /// The message.
+        message: M,
+    },
+}
+
+impl<M> From<TrySendError<M>> for Error {
+    fn from(e: TrySendError<M>) -> Self {
+        match e {
+            TrySendError::Full(_) => Error::QueueFull(String::new()),
+            TrySendError::Rejected { error, .. } => error,
+        }
+    }
+}
+
+/// A snapshot of a kernel's status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelStatus {
+    /// Kernel id.
+    pub id: KernelId,
+    /// Kernel name.
+    pub name: String,
+    /// Lifecycle state.
+    pub state: KernelState,
+    /// Messages handled so far.
+    pub messages_processed: u64,
+    /// Messages accepted but not yet handled.
+    pub messages_in_flight: u64,
+    /// Messages waiting in the input queue.
+    pub input_queue_depth: u32,
+    /// Messages waiting in the output queue.
+    pub output_queue_depth: u32,
+    /// Last error text, if any.
+    pub last_error: Option<String>,
+    /// Last error code.
+    pub last_error_code: ErrorCode,
+    /// Errors recorded since launch.
+    pub error_count: u64,
+    /// Restarts after handler panics.
+    pub restarts: u32,
+    /// The kernel's clock as last published.
+    pub clock: HlcTimestamp,
+}
+
+/// What `terminate` hands back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TerminateReport {
+    /// Messages the kernel handled over its life.
+    pub messages_processed: u64,
+    /// Messages it could not handle (it had failed, or a K2K target had stopped), returned here
+    /// rather than dropped.
+    pub returned: Vec<RawMessage>,
+}
+
+/// How long `call` spins for the reply before parking the task.
+const CALL_SPIN: Duration = Duration::from_micros(20);
+
+/// The host's handle on a launched kernel. Cheap to clone.
+#[derive(Clone)]
+pub struct KernelHandle {
+    cell: Arc<KernelCell>,
+    dir: Arc<Directory>,
+}
+
+impl core::fmt::Debug for KernelHandle {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KernelHandle").field("id", &self.cell.id()).field("name", &self.cell.name()).finish()
+    }
+}
+
+struct CallGuard<'a> {
+    cell: &'a KernelCell,
+    ticket: Ticket,
+    done: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // The call was abandoned (timeout or dropped future): a reply that already arrived is
+            // moved to the output queue so it is not lost; a later one is routed there by the
+            // kernel (ReplyTable::complete reports it NotPending).
+            if let Some(bytes) = self.cell.replies.cancel(self.ticket) {
+                if !self.cell.push_output_bytes(&bytes) {
+                    if let Ok(raw) = RawMessage::from_bytes(&bytes) {
+                        self.cell.return_message(raw);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl KernelHandle {
+    /// Wraps a kernel cell (used by runtimes).
+    pub fn new(cell: Arc<KernelCell>, dir: Arc<Directory>) -> Self {
+        Self { cell, dir }
+    }
+
+    /// The shared cell (for backends and tests).
+    pub fn cell(&self) -> &Arc<KernelCell> {
+        &self.cell
+    }
+
+    /// Kernel id.
+    pub fn id(&self) -> KernelId {
+        self.cell.id()
+    }
+
+    /// Kernel name.
+    pub fn name(&self) -> &str {
+        self.cell.name()
+    }
+
+    /// The kernel's control block.
+    pub fn control_block(&self) -> &ControlBlock {
+        &self.cell.control
+    }
+
+    /// A status snapshot.
+    pub fn status(&self) -> KernelStatus {
+        let c = &self.cell.control;
+        KernelStatus {
+            id: self.cell.id(),
+            name: self.cell.name().to_string(),
+            state: self.cell.state(),
+            messages_processed: c.messages_processed(),
+            messages_in_flight: c.messages_in_flight(),
+            input_queue_depth: self.cell.input.len(),
+            output_queue_depth: self.cell.output.len(),
+            last_error: self.cell.last_error(),
+            last_error_code: c.last_error(),
+            error_count: c.error_count(),
+            restarts: c.restarts(),
+            clock: HlcTimestamp::from_packed(c.hlc_packed(), self.cell.id().0),
+        }
+    }
+
+    /// Starts (or resumes) processing input.
+    pub async fn activate(&self) -> Result<()> {
+        self.cell.transition(KernelState::Active)?;
+        self.cell.control.set_active(true);
+        self.cell.ring();
+        Ok(())
+    }
+
+    /// Stops processing input; queued messages stay queued.
+    pub async fn deactivate(&self) -> Result<()> {
+        self.cell.transition(KernelState::Inactive)?;
+        self.cell.control.set_active(false);
+        Ok(())
+    }
+
+    /// Drains the input (processing it, or handing it back if the kernel failed) and stops the
+    /// kernel. Idempotent. Outputs stay readable afterwards.
+    pub async fn terminate(&self) -> Result<TerminateReport> {
+        match self.cell.transition(KernelState::Terminating) {
+            Ok(_) => {}
+            Err(Error::InvalidTransition {
+                from: KernelState::Terminating | KernelState::Terminated,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+        self.cell.control.request_terminate();
+        self.cell.ring();
+        let c = &self.cell.control;
+        self.cell.lifecycle_waiters.wait_until(|| c.is_terminated().then_some(())).await;
+        Ok(TerminateReport {
+            messages_processed: c.messages_processed(),
+            returned: self.cell.take_returned(),
+        })
+    }
+
+    fn meta(&self, correlation_id: u64) -> EnvelopeMeta {
+        EnvelopeMeta {
+            correlation_id,
+            source: KernelId::HOST.0,
+            destination: self.cell.id().0,
+            hlc: self.dir.host_clock.tick(),
+            flags: 0,
+        }
+    }
+
+    /// Encodes into the input queue: Ok(true) pushed, Ok(false) full.
+    #[inline]
+    fn push<M: RingMessage>(&self, msg: &M, correlation_id: u64) -> Result<bool> {
+        let meta = self.meta(correlation_id);
+        match self.cell.input.try_push_with(|slot| encode(msg, &meta, slot)) {
+            Ok(Some(())) => {
+                self.cell.control.add_in_flight(1);
+                self.cell.ring();
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn push_wait<M: RingMessage>(&self, msg: &M, correlation_id: u64) -> Result<()> {
+        loop {
+            if self.push(msg, correlation_id)? {
+                return Ok(());
+            }
+            let cell = &*self.cell;
+            cell.input_waiters
+                .wait_until(|| {
+                    (cell.input.len() < cell.input.capacity() || !cell.state().accepts_messages())
+                        .then_some(())
+                })
+                .await;
+            cell.check_accepts(M::message_type(), M::type_name())?;
+        }
+    }
+
+    /// Sends `msg`, waiting while the input queue is full (backpressure).
+    pub async fn send<M: RingMessage>(&self, msg: M) -> Result<()> {
+        self.cell.check_accepts(M::message_type(), M::type_name())?;
+        self.push_wait(&msg, 0).await
+    }
+
+    /// Sends `msg` without waiting; a full queue or a refusal hands the message back.
+    pub fn try_send<M: RingMessage>(&self, msg: M) -> Result<(), TrySendError<M>> {
+        if let Err(error) = self.cell.check_accepts(M::message_type(), M::type_name()) {
+            return Err(TrySendError::Rejected { error, message: msg });
+        }
+        match self.push(&msg, 0) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TrySendError::Full(msg)),
+            Err(error) => Err(TrySendError::Rejected { error, message: msg }),
+        }
+    }
+
+    /// Takes the next output message if there is one. A message of another type is handed back
+    /// inside [`Error::UnexpectedMessage`].
+    pub fn try_receive<M: RingMessage>(&self) -> Result<Option<M>> {
+        let r = self.cell.output.try_pop_with(|bytes| -> Result<M> {
+            let (header, payload) = decode_header(bytes)?;
+            if header.type_id != M::message_type() {
+                return Err(Error::UnexpectedMessage {
+                    expected: M::type_name(),
+                    message: Box::new(RawMessage { header, payload: payload.to_vec() }),
+                });
+            }
+            Ok(M::decode_payload(payload)?)
+        });
+        r.transpose()
+    }
+
+    /// Takes the next output message, waiting for one. Fails once the kernel has stopped and its
+    /// output is empty.
+    pub async fn receive<M: RingMessage>(&self) -> Result<M> {
+        let cell = &*self.cell;
+        loop {
+            if let Some(m) = self.try_receive::<M>()? {
+                return Ok(m);
+            }
+            let state = cell.state();
+            if matches!(state, KernelState::Terminated | KernelState::Failed) && cell.output.is_empty() {
+                return Err(Error::NotAccepting { kernel: cell.name().to_string(), state });
+            }
+            cell.output_waiters
+                .wait_until(|| {
+                    (!cell.output.is_empty()
+                        || matches!(cell.state(), KernelState::Terminated | KernelState::Failed))
+                    .then_some(())
+                })
+                .await;
+        }
+    }
+
+    /// Sends a request and waits for its reply (matched by correlation id). Uses the launch
+    /// option's default timeout, if any.
+    pub async fn call<Req: RingMessage, Resp: RingMessage>(&self, req: Req) -> Result<Resp> {
+        match self.cell.options().call_timeout {
+            Some(t) => self.call_timeout(req, t).await,
+            None => self.call_inner(req).await,
+        }
+    }
+
+    /// [`KernelHandle::call`] with an explicit timeout. A reply arriving after the timeout goes to
+    /// the output queue.
+    pub async fn call_timeout<Req: RingMessage, Resp: RingMessage>(
+        &self,
+        req: Req,
+        timeout: Duration,
+    ) -> Result<Resp> {
+        match tokio::time::timeout(timeout, self.call_inner(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout { kernel: self.cell.name().to_string(), after: timeout }),
+        }
+    }
+
+    async fn call_inner<Req: RingMessage, Resp: RingMessage>(&self, req: Req) -> Result<Resp> {
+        let cell = &*self.cell;
+        cell.check_accepts(Req::message_type(), Req::type_name())?;
+        let ticket = loop {
+            if let Some(t) = cell.replies.claim() {
+                break t;
+            }
+            tokio::task::yield_now().await;
+        };
+        let mut guard = CallGuard { cell, ticket, done: false };
+        self.push_wait(&req, ticket.correlation_id()).await?;
+        let start = Instant::now();
+        let bytes = loop {
+            if let core::task::Poll::Ready(b) = cell.replies.poll_take(ticket, None) {
+                break b;
+            }
+            if start.elapsed() > CALL_SPIN {
+                break poll_fn(|cx| cell.replies.poll_take(ticket, Some(cx))).await;
+            }
+            core::hint::spin_loop();
+        };
+        guard.done = true;
+        let (header, payload) = decode_header(&bytes)?;
+        if header.flags & FLAG_ERROR_REPLY != 0 {
+            let detail = String::from_utf8_lossy(payload).into_owned();
+            return Err(if cell.state() == KernelState::Failed {
+                Error::KernelFailed { kernel: cell.name().to_string(), detail }
+            } else {
+                Error::Handler { kernel: cell.name().to_string(), detail }
+            });
+        }
+        if header.type_id != Resp::message_type() {
+            return Err(Error::UnexpectedMessage {
+                expected: Resp::type_name(),
+                message: Box::new(RawMessage { header, payload: payload.to_vec() }),
+            });
+        }
+        debug_assert!(bytes.len() >= ENVELOPE_HEADER_SIZE);
+        Ok(Resp::decode_payload(payload)?)
+    }
+}

@@ -1,0 +1,30 @@
+//! Backend-neutral runtime pieces: kernel definitions, lifecycle, the shared per-kernel cell,
+//! reply routing, the host-side handle, and the host-thread message loop.
+//!
+//! A backend provides two things on top of these: somewhere for the kernel's handlers to run
+//! (CPU worker threads, a persistent GPU kernel, event-driven dispatches) and a [`Doorbell`] that
+//! gets it running when work arrives. Everything the host does (send, receive, call, lifecycle)
+//! goes through [`KernelHandle`] and the shared [`KernelCell`], so it is the same on every backend.
+
+mod cell;
+mod context;
+mod definition;
+mod exec;
+mod handle;
+mod options;
+mod reply;
+mod state;
+
+pub use cell::{Directory, Doorbell, KernelCell, Waiters};
+pub use context::{Context, ExecLocal, Target};
+#[doc(hidden)]
+pub use definition::inventory;
+pub use definition::{
+    BoxedState, DispatchError, HandlerEntry, HandlerError, HandlerOutput, KernelCatalog, KernelDef,
+    KernelRegistration,
+};
+pub use exec::{HostExecutor, RunOutcome};
+pub use handle::{ErrorReply, KernelHandle, KernelStatus, RawMessage, TerminateReport, TrySendError};
+pub use options::{Backend, LaunchOptions, RestartPolicy};
+pub use reply::{Delivery, ReplyTable, Ticket};
+pub use state::KernelState;

@@ -1,0 +1,148 @@
+//! Launch options and backend selection.
+
+use std::time::Duration;
+
+/// Which backend a runtime uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// The best backend compiled in and usable here, falling back to CPU.
+    #[default]
+    Auto,
+    /// CPU threads (always available).
+    Cpu,
+    /// NVIDIA CUDA (feature `cuda`).
+    Cuda,
+    /// WebGPU through wgpu (feature `wgpu`).
+    Wgpu,
+    /// Apple Metal (feature `metal`).
+    Metal,
+}
+
+impl Backend {
+    /// Lower-case name, as accepted by `RINGKERNEL_BACKEND`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Wgpu => "wgpu",
+            Self::Metal => "metal",
+        }
+    }
+
+    /// Parses a name (`auto|cpu|cuda|wgpu|metal`, case-insensitive).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Some(Self::Auto),
+            "cpu" => Some(Self::Cpu),
+            "cuda" => Some(Self::Cuda),
+            "wgpu" | "webgpu" => Some(Self::Wgpu),
+            "metal" => Some(Self::Metal),
+            _ => None,
+        }
+    }
+
+    /// The backend named by `RINGKERNEL_BACKEND`, or `Auto` if unset; an unknown name is an error.
+    pub fn from_env() -> crate::Result<Self> {
+        match std::env::var("RINGKERNEL_BACKEND") {
+            Err(_) => Ok(Self::Auto),
+            Ok(v) => Self::parse(&v).ok_or_else(|| crate::Error::BackendUnavailable {
+                backend: "unknown",
+                reason: format!("RINGKERNEL_BACKEND={v:?} is not one of auto|cpu|cuda|wgpu|metal"),
+            }),
+        }
+    }
+}
+
+/// What happens when a handler panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    /// The kernel becomes `Failed`.
+    #[default]
+    Never,
+    /// The kernel's state is rebuilt from its factory and processing continues, up to
+    /// `max_restarts` times; after that it becomes `Failed`.
+    Restart {
+        /// Restarts allowed over the kernel's lifetime.
+        max_restarts: u32,
+    },
+}
+
+/// Options for [`launch`](crate::runtime) of one kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchOptions {
+    /// Input queue slots (rounded up to a power of two).
+    pub input_capacity: usize,
+    /// Output queue slots (rounded up to a power of two).
+    pub output_capacity: usize,
+    /// Largest encoded message (envelope + payload) in bytes; sets the slot size.
+    pub max_message_bytes: usize,
+    /// Start processing immediately (`Active`) rather than `Inactive`.
+    pub auto_activate: bool,
+    /// Handler panic policy.
+    pub restart: RestartPolicy,
+    /// Concurrent `call`s awaiting replies from this kernel.
+    pub max_pending_calls: usize,
+    /// Default timeout of `call` (`None` = wait until the reply or a kernel failure).
+    pub call_timeout: Option<Duration>,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        Self {
+            input_capacity: 1024,
+            output_capacity: 1024,
+            max_message_bytes: 256,
+            auto_activate: true,
+            restart: RestartPolicy::Never,
+            max_pending_calls: 256,
+            call_timeout: None,
+        }
+    }
+}
+
+impl LaunchOptions {
+    /// Sets both queue capacities.
+    #[must_use]
+    pub fn with_queue_capacity(mut self, slots: usize) -> Self {
+        self.input_capacity = slots;
+        self.output_capacity = slots;
+        self
+    }
+
+    /// Sets the largest message size in bytes (rounded up to a multiple of 16).
+    #[must_use]
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// Sets the restart policy.
+    #[must_use]
+    pub fn with_restart(mut self, restart: RestartPolicy) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Launch inactive (call `activate` to start processing).
+    #[must_use]
+    pub fn inactive(mut self) -> Self {
+        self.auto_activate = false;
+        self
+    }
+
+    /// Sets the default call timeout.
+    #[must_use]
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(timeout);
+        self
+    }
+
+    /// Slot size in bytes derived from `max_message_bytes`.
+    #[must_use]
+    pub fn slot_size(&self) -> usize {
+        self.max_message_bytes.max(crate::message::ENVELOPE_HEADER_SIZE + 16).div_ceil(16) * 16
+    }
+}

@@ -1,0 +1,283 @@
+//! RingKernel's CPU backend: the embedded default on every machine, and the reference the GPU
+//! backends are compared with.
+//!
+//! # Scheduling design
+//!
+//! Kernels are persistent actors, not threads. A fixed pool of worker threads (one per core by
+//! default) runs whichever kernels have work:
+//!
+//! * Each kernel has a scheduling word with two bits, `SCHEDULED` (it is in the run queue or being
+//!   run) and `NOTIFIED` (work arrived since its run started). Every producer that publishes input
+//!   for a kernel rings its doorbell: one `fetch_or` of both bits. Only the producer that sees
+//!   `SCHEDULED` clear pushes the kernel onto the run queue, so a kernel is queued at most once
+//!   however many messages arrive.
+//! * A worker that takes a kernel clears `NOTIFIED`, runs up to a budget of messages, and then
+//!   tries to clear `SCHEDULED` with a compare-and-swap that succeeds only if `NOTIFIED` is still
+//!   clear. If new work raced in, the CAS fails and the kernel runs again; no wake-up is lost.
+//! * A kernel with nothing to do costs nothing: it is in no queue and no thread polls it. Ten
+//!   thousand idle kernels are ten thousand small heap objects.
+//! * Workers with an empty run queue spin for a short while (so that a hot request/reply pair is
+//!   answered without a futex round trip), then park. A producer that queues a kernel unparks one
+//!   parked worker, if any. The sleep protocol is a Dekker pair (`sleeping` flag vs run-queue
+//!   push), both sides separated by SeqCst fences.
+//!
+//! The message path (queue push, doorbell, queue pop) takes no lock: the run queue is
+//! crossbeam's lock-free injector and the kernel queues are `ringkernel-core`'s slot rings.
+//! A kernel whose outbox is blocked on a full K2K target yields and is re-queued behind others.
+
+use crossbeam_deque::{Injector, Steal};
+use ringkernel_core::runtime::{Directory, Doorbell, HostExecutor, KernelCell, RunOutcome};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+const SCHEDULED: u32 = 1;
+const NOTIFIED: u32 = 2;
+
+/// Tuning of the worker pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuConfig {
+    /// Worker threads (default: available parallelism).
+    pub workers: usize,
+    /// How long an idle worker spins before parking.
+    pub spin: Duration,
+    /// Messages a kernel may process before it yields its worker to other kernels.
+    pub budget: usize,
+}
+
+impl Default for CpuConfig {
+    fn default() -> Self {
+        Self {
+            workers: thread::available_parallelism().map_or(2, |n| n.get()),
+            spin: Duration::from_micros(50),
+            budget: 256,
+        }
+    }
+}
+
+/// One kernel as the scheduler sees it.
+struct Task {
+    sched: AtomicU32,
+    exec: UnsafeCell<HostExecutor>,
+    pool: Weak<Pool>,
+}
+
+// SAFETY: `exec` is only accessed by the worker that holds the kernel's SCHEDULED bit and popped
+// it from the run queue; the scheduling protocol guarantees at most one such worker at a time,
+// and the AcqRel RMWs on `sched` order one worker's accesses before the next one's.
+unsafe impl Sync for Task {}
+// SAFETY: HostExecutor is Send (it only holds Arcs and owned data); see above for Sync.
+unsafe impl Send for Task {}
+
+impl Doorbell for Task {
+    #[inline]
+    fn ring(&self) {
+        // AcqRel: the Release half publishes the input the caller just pushed to whichever worker
+        // next clears NOTIFIED (its Acquire RMW); see the crate docs.
+        let prev = self.sched.fetch_or(SCHEDULED | NOTIFIED, Ordering::AcqRel);
+        if prev & SCHEDULED == 0 {
+            if let Some(pool) = self.pool.upgrade() {
+                pool.enqueue(self.self_arc());
+            }
+        }
+    }
+}
+
+impl Task {
+    fn self_arc(&self) -> Arc<Task> {
+        // SAFETY: every Task lives in an Arc created in `CpuBackend::attach`, and `self` is
+        // borrowed from a live Arc (the cell's doorbell), so the strong count is at least one
+        // while we add another reference.
+        unsafe {
+            let p = self as *const Task;
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
+        }
+    }
+}
+
+struct Worker {
+    sleeping: AtomicBool,
+    thread: std::sync::OnceLock<Thread>,
+}
+
+struct Pool {
+    queue: Injector<Arc<Task>>,
+    workers: Vec<Worker>,
+    shutdown: AtomicBool,
+    config: CpuConfig,
+}
+
+impl Pool {
+    fn enqueue(&self, task: Arc<Task>) {
+        self.queue.push(task);
+        // SeqCst fence: pairs with the fence in `park`; either the worker sees the pushed task in
+        // its re-check, or we see its `sleeping` flag and unpark it.
+        fence(Ordering::SeqCst);
+        for w in &self.workers {
+            if w.sleeping.load(Ordering::Relaxed)
+                && w.sleeping.compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                if let Some(t) = w.thread.get() {
+                    t.unpark();
+                }
+                return;
+            }
+        }
+    }
+
+    fn steal(&self) -> Option<Arc<Task>> {
+        loop {
+            match self.queue.steal() {
+                Steal::Success(t) => return Some(t),
+                Steal::Empty => return None,
+                Steal::Retry => std::hint::spin_loop(),
+            }
+        }
+    }
+
+    fn run_task(&self, task: Arc<Task>) {
+        loop {
+            // AcqRel: Acquire pairs with producers' doorbell RMW (their input is visible to us).
+            task.sched.fetch_and(!NOTIFIED, Ordering::AcqRel);
+            // SAFETY: we hold SCHEDULED and popped the task, so we are its only runner (see Task).
+            let exec = unsafe { &mut *task.exec.get() };
+            match exec.run(self.config.budget) {
+                RunOutcome::Terminated => {
+                    // Keep SCHEDULED set forever: later doorbells never queue it again.
+                    return;
+                }
+                RunOutcome::Yield => {
+                    self.queue.push(task);
+                    return;
+                }
+                RunOutcome::Idle => {
+                    // Release: our writes are visible to the next runner; fails if NOTIFIED was set.
+                    if task.sched.compare_exchange(SCHEDULED, 0, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                    {
+                        return;
+                    }
+                    // New work raced in: run again right away.
+                }
+            }
+        }
+    }
+
+    fn worker_loop(self: Arc<Self>, index: usize) {
+        let me = &self.workers[index];
+        loop {
+            if let Some(t) = self.steal() {
+                self.run_task(t);
+                continue;
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            // Spin briefly: a hot kernel's next message usually arrives within microseconds.
+            let start = Instant::now();
+            let mut found = None;
+            while start.elapsed() < self.config.spin {
+                if !self.queue.is_empty() {
+                    found = self.steal();
+                    if found.is_some() {
+                        break;
+                    }
+                }
+                for _ in 0..16 {
+                    std::hint::spin_loop();
+                }
+            }
+            if let Some(t) = found {
+                self.run_task(t);
+                continue;
+            }
+            // Park.
+            me.sleeping.store(true, Ordering::Relaxed);
+            // SeqCst fence: pairs with the fence in `enqueue`.
+            fence(Ordering::SeqCst);
+            if !self.queue.is_empty() || self.shutdown.load(Ordering::Acquire) {
+                me.sleeping.store(false, Ordering::Relaxed);
+                continue;
+            }
+            // The timeout is a safety net only; wake-ups come from `enqueue`.
+            thread::park_timeout(Duration::from_millis(100));
+            me.sleeping.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The CPU backend: a worker pool shared by all kernels of a runtime.
+pub struct CpuBackend {
+    pool: Arc<Pool>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl core::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CpuBackend").field("config", &self.pool.config).finish()
+    }
+}
+
+impl CpuBackend {
+    /// Starts the worker pool.
+    pub fn new(config: CpuConfig) -> std::io::Result<Self> {
+        let workers = config.workers.max(1);
+        let pool = Arc::new(Pool {
+            queue: Injector::new(),
+            workers: (0..workers)
+                .map(|_| Worker { sleeping: AtomicBool::new(false), thread: std::sync::OnceLock::new() })
+                .collect(),
+            shutdown: AtomicBool::new(false),
+            config,
+        });
+        let mut threads = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let p = pool.clone();
+            let h =
+                thread::Builder::new().name(format!("ringkernel-cpu-{i}")).spawn(move || p.worker_loop(i))?;
+            let _ = pool.workers[i].thread.set(h.thread().clone());
+            threads.push(h);
+        }
+        Ok(Self { pool, threads: std::sync::Mutex::new(threads) })
+    }
+
+    /// Gives a kernel an executor on this pool and installs its doorbell.
+    pub fn attach(&self, cell: &Arc<KernelCell>, dir: &Arc<Directory>) {
+        let task = Arc::new(Task {
+            sched: AtomicU32::new(0),
+            exec: UnsafeCell::new(HostExecutor::new(cell, dir)),
+            pool: Arc::downgrade(&self.pool),
+        });
+        cell.set_doorbell(task);
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.pool.workers.len()
+    }
+
+    /// Stops the workers (kernels should be terminated first) and joins them.
+    pub fn shutdown(&self) {
+        self.pool.shutdown.store(true, Ordering::Release);
+        for w in &self.pool.workers {
+            if let Some(t) = w.thread.get() {
+                t.unpark();
+            }
+        }
+        let threads = core::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let me = thread::current().id();
+        for h in threads {
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for CpuBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

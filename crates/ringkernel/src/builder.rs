@@ -1,0 +1,240 @@
+//! The runtime object users hold ([`RingKernel`]) and its builder: backend selection, kernel
+//! catalog, launch, shutdown.
+
+use ringkernel_core::message::KernelId;
+use ringkernel_core::runtime::{
+    Backend, Directory, KernelCatalog, KernelCell, KernelDef, KernelHandle, KernelState, LaunchOptions,
+};
+use ringkernel_core::{Error, Result};
+use ringkernel_cpu::{CpuBackend, CpuConfig};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Configures and starts a [`RingKernel`] runtime.
+#[derive(Default)]
+pub struct RuntimeBuilder {
+    backend: Backend,
+    cpu: CpuConfig,
+    defs: Vec<KernelDef>,
+}
+
+impl core::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RuntimeBuilder").field("backend", &self.backend).field("cpu", &self.cpu).finish()
+    }
+}
+
+impl RuntimeBuilder {
+    /// Chooses the backend (default `Auto`).
+    #[must_use]
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Chooses the backend from `RINGKERNEL_BACKEND` (`auto|cpu|cuda|wgpu|metal`).
+    pub fn backend_from_env(mut self) -> Result<Self> {
+        self.backend = Backend::from_env()?;
+        Ok(self)
+    }
+
+    /// Number of CPU worker threads (default: one per core).
+    #[must_use]
+    pub fn workers(mut self, n: usize) -> Self {
+        self.cpu.workers = n.max(1);
+        self
+    }
+
+    /// Full CPU backend tuning.
+    #[must_use]
+    pub fn cpu_config(mut self, config: CpuConfig) -> Self {
+        self.cpu = config;
+        self
+    }
+
+    /// Adds a kernel defined at run time (in addition to `#[ring_kernel]` functions).
+    #[must_use]
+    pub fn kernel(mut self, def: KernelDef) -> Self {
+        self.defs.push(def);
+        self
+    }
+
+    /// Starts the runtime.
+    pub async fn build(self) -> Result<RingKernel> {
+        let backend = select_backend(self.backend)?;
+        let mut catalog = KernelCatalog::from_registrations()?;
+        for d in self.defs {
+            catalog.add(d)?;
+        }
+        let cpu = CpuBackend::new(self.cpu).map_err(|e| Error::BackendUnavailable {
+            backend: "cpu",
+            reason: format!("cannot start worker threads: {e}"),
+        })?;
+        Ok(RingKernel {
+            inner: Arc::new(Inner {
+                backend,
+                dir: Arc::new(Directory::default()),
+                catalog: Mutex::new(catalog),
+                cpu,
+                next_id: AtomicU32::new(1),
+                shut_down: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// Why a GPU backend cannot be used: missing feature, or the backend's own probe.
+fn gpu_unavailable(backend: Backend) -> Option<String> {
+    let probe: Option<fn() -> core::result::Result<(), String>> = match backend {
+        #[cfg(feature = "cuda")]
+        Backend::Cuda => Some(ringkernel_cuda::probe),
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu => Some(ringkernel_wgpu::probe),
+        #[cfg(feature = "metal")]
+        Backend::Metal => Some(ringkernel_metal::probe),
+        _ => None,
+    };
+    match probe {
+        Some(p) => p().err(),
+        None => Some(format!("RingKernel was built without the `{}` feature", backend.name())),
+    }
+}
+
+fn select_backend(requested: Backend) -> Result<Backend> {
+    match requested {
+        Backend::Cpu => Ok(Backend::Cpu),
+        Backend::Auto => {
+            for b in [Backend::Cuda, Backend::Metal, Backend::Wgpu] {
+                match gpu_unavailable(b) {
+                    None => return Ok(b),
+                    Some(why) => tracing::info!("backend {}: {why}", b.name()),
+                }
+            }
+            tracing::info!("Backend::Auto chose the CPU backend");
+            Ok(Backend::Cpu)
+        }
+        gpu => match gpu_unavailable(gpu) {
+            None => Ok(gpu),
+            Some(reason) => Err(Error::BackendUnavailable { backend: gpu.name(), reason }),
+        },
+    }
+}
+
+struct Inner {
+    backend: Backend,
+    dir: Arc<Directory>,
+    catalog: Mutex<KernelCatalog>,
+    cpu: CpuBackend,
+    next_id: AtomicU32,
+    shut_down: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.shut_down.load(Ordering::Acquire) {
+            // Dropped without shutdown(): stop at once rather than hang. Waiting callers get an
+            // error; nothing runs afterwards.
+            for cell in self.dir.all() {
+                if cell.state() != KernelState::Terminated {
+                    cell.abort("the runtime was dropped without shutdown()");
+                }
+            }
+        }
+        self.cpu.shutdown();
+    }
+}
+
+/// A RingKernel runtime: launches kernels by name and owns the backend.
+#[derive(Clone)]
+pub struct RingKernel {
+    inner: Arc<Inner>,
+}
+
+impl core::fmt::Debug for RingKernel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RingKernel").field("backend", &self.inner.backend).finish()
+    }
+}
+
+impl RingKernel {
+    /// A builder (backend `Auto`, one CPU worker per core).
+    #[must_use]
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// The backend in use.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Adds a kernel definition after start-up.
+    pub fn register(&self, def: KernelDef) -> Result<()> {
+        self.inner.catalog.lock().unwrap_or_else(|e| e.into_inner()).add(def)
+    }
+
+    /// Names of the kernels that have handlers.
+    #[must_use]
+    pub fn registered_kernels(&self) -> Vec<String> {
+        self.inner.catalog.lock().unwrap_or_else(|e| e.into_inner()).names()
+    }
+
+    /// Launches the kernel registered under `name`.
+    ///
+    /// A name without a registered handler still gives a kernel (so that a handler-less mailbox
+    /// can be watched), with a warning listing the registered names; sending to it is an error.
+    pub async fn launch(&self, name: &str, options: LaunchOptions) -> Result<KernelHandle> {
+        let inner = &*self.inner;
+        if inner.shut_down.load(Ordering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        let (def, known) = {
+            let mut cat = inner.catalog.lock().unwrap_or_else(|e| e.into_inner());
+            (cat.get(name), cat.names())
+        };
+        if def.is_none() {
+            tracing::warn!("kernel {name:?} has no registered handler; registered kernels: {known:?}");
+        }
+        let id = KernelId(inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let auto = options.auto_activate;
+        let known = if def.is_none() { known } else { Vec::new() };
+        let cell = Arc::new(KernelCell::new(id, name, def, options, known)?);
+        inner.dir.insert(cell.clone())?;
+        // select_backend returns a GPU backend only once one exists; until then every kernel runs
+        // on the CPU pool.
+        inner.cpu.attach(&cell, &inner.dir);
+        if auto {
+            cell.transition(KernelState::Active)?;
+            cell.control.set_active(true);
+        } else {
+            cell.transition(KernelState::Inactive)?;
+        }
+        Ok(KernelHandle::new(cell, inner.dir.clone()))
+    }
+
+    /// A handle on a launched kernel, by name.
+    #[must_use]
+    pub fn kernel(&self, name: &str) -> Option<KernelHandle> {
+        self.inner.dir.by_name(name).map(|c| KernelHandle::new(c, self.inner.dir.clone()))
+    }
+
+    /// Handles on every launched kernel.
+    #[must_use]
+    pub fn kernels(&self) -> Vec<KernelHandle> {
+        self.inner.dir.all().into_iter().map(|c| KernelHandle::new(c, self.inner.dir.clone())).collect()
+    }
+
+    /// Terminates every kernel gracefully (each drains its input) and stops the backend.
+    /// Further launches fail with [`Error::ShutDown`].
+    pub async fn shutdown(&self) -> Result<()> {
+        if self.inner.shut_down.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        for k in self.kernels() {
+            k.terminate().await?;
+        }
+        self.inner.cpu.shutdown();
+        Ok(())
+    }
+}
