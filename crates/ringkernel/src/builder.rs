@@ -191,14 +191,15 @@ impl RingKernel {
         }
         let (def, known) = {
             let mut cat = inner.catalog.lock().unwrap_or_else(|e| e.into_inner());
-            (cat.get(name), cat.names())
+            let def = cat.get(name);
+            let known = if def.is_none() { cat.names() } else { Vec::new() };
+            (def, known)
         };
         if def.is_none() {
             tracing::warn!("kernel {name:?} has no registered handler; registered kernels: {known:?}");
         }
         let id = KernelId(inner.next_id.fetch_add(1, Ordering::Relaxed));
         let auto = options.auto_activate;
-        let known = if def.is_none() { known } else { Vec::new() };
         let cell = Arc::new(KernelCell::new(id, name, def, options, known)?);
         inner.dir.insert(cell.clone())?;
         // select_backend returns a GPU backend only once one exists; until then every kernel runs

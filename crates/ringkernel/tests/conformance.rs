@@ -1,0 +1,496 @@
+//! Backend-neutral conformance suite: every backend must pass these. The `conformance!` macro at
+//! the bottom instantiates the suite for each backend; a GPU backend that finds no device skips
+//! with a message (or fails, when `RINGKERNEL_REQUIRE_<BACKEND>=1`).
+
+use ringkernel::prelude::*;
+use ringkernel::runtime::KernelDef;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq)]
+#[message(pod, type_id = 0x5001)]
+#[repr(C)]
+struct Num {
+    seq: u64,
+    value: u64,
+}
+
+#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq)]
+#[message(pod, type_id = 0x5002)]
+#[repr(C)]
+struct Total {
+    count: u64,
+    sum: u64,
+}
+
+#[derive(RingMessage, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[message(type_id = 0x5003)]
+struct Blob {
+    data: Vec<u8>,
+}
+
+#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug)]
+#[message(pod, type_id = 0x5004)]
+#[repr(C)]
+struct Boom {
+    code: u64,
+}
+
+#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug)]
+#[message(pod, type_id = 0x5005)]
+#[repr(C)]
+struct Unhandled {
+    x: u64,
+}
+
+#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug)]
+#[message(pod, type_id = 0x5006)]
+#[repr(C)]
+struct Slow {
+    millis: u64,
+}
+
+#[derive(Default)]
+struct Counter {
+    count: u64,
+    sum: u64,
+}
+
+/// A kernel that accumulates, echoes, answers totals, and panics on `Boom`.
+fn counter_def(name: &str) -> KernelDef {
+    KernelDef::new::<Counter>(name)
+        .on(|s: &mut Counter, n: Num, _ctx: &mut Context<'_>| {
+            s.count += 1;
+            s.sum += n.value;
+            Total { count: s.count, sum: s.sum }
+        })
+        .on(|s: &mut Counter, b: Blob, _ctx: &mut Context<'_>| {
+            s.count += 1;
+            Blob { data: b.data.iter().rev().copied().collect() }
+        })
+        .on(|_s: &mut Counter, b: Boom, _ctx: &mut Context<'_>| -> Total {
+            panic!("boom {}", b.code);
+        })
+        .on(|_s: &mut Counter, m: Slow, _ctx: &mut Context<'_>| {
+            std::thread::sleep(Duration::from_millis(m.millis));
+            Total { count: 0, sum: m.millis }
+        })
+}
+
+/// A pipeline stage: forwards to `next`, or emits to the host when `next` is empty.
+fn stage_def(name: &str, next: Option<String>) -> KernelDef {
+    KernelDef::new::<u64>(name).on(move |seen: &mut u64, n: Num, ctx: &mut Context<'_>| -> Result<()> {
+        *seen += 1;
+        match &next {
+            Some(t) => ctx.send_to(t, n),
+            None => ctx.emit(n),
+        }
+    })
+}
+
+async fn runtime_with(backend: Backend, defs: Vec<KernelDef>) -> Option<RingKernel> {
+    let mut b = RingKernel::builder().backend(backend);
+    for d in defs {
+        b = b.kernel(d);
+    }
+    match b.build().await {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            let var = format!("RINGKERNEL_REQUIRE_{}", backend.name().to_uppercase());
+            if std::env::var(&var).as_deref() == Ok("1") {
+                panic!("{var}=1 but backend {} is unavailable: {e}", backend.name());
+            }
+            eprintln!("SKIP: backend {} unavailable: {e}", backend.name());
+            None
+        }
+    }
+}
+
+async fn lifecycle(backend: Backend) {
+    let Some(rt) = runtime_with(backend, vec![counter_def("life")]).await else { return };
+    let k = rt.launch("life", LaunchOptions::default()).await.unwrap();
+    assert_eq!(k.status().state, KernelState::Active);
+    let t: Total = k.call(Num { seq: 0, value: 5 }).await.unwrap();
+    assert_eq!(t, Total { count: 1, sum: 5 });
+
+    k.deactivate().await.unwrap();
+    assert_eq!(k.status().state, KernelState::Inactive);
+    k.send(Num { seq: 1, value: 7 }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(k.status().messages_processed, 1, "inactive kernel holds its input");
+    assert_eq!(k.status().input_queue_depth, 1);
+    assert!(matches!(k.deactivate().await, Err(Error::InvalidTransition { .. })));
+
+    k.activate().await.unwrap();
+    let t: Total = k.receive().await.unwrap();
+    assert_eq!(t, Total { count: 2, sum: 12 }, "state persisted across deactivate/activate");
+
+    let report = k.terminate().await.unwrap();
+    assert_eq!(report.messages_processed, 2);
+    assert!(report.returned.is_empty());
+    assert_eq!(k.status().state, KernelState::Terminated);
+    assert!(matches!(k.activate().await, Err(Error::InvalidTransition { .. })));
+    assert!(matches!(k.send(Num { seq: 9, value: 9 }).await, Err(Error::NotAccepting { .. })));
+    k.terminate().await.unwrap(); // idempotent
+    rt.shutdown().await.unwrap();
+    assert!(matches!(rt.launch("life", LaunchOptions::default()).await, Err(Error::ShutDown)));
+}
+
+async fn ordering(backend: Backend) {
+    let Some(rt) = runtime_with(backend, vec![counter_def("order")]).await else { return };
+    let k = rt.launch("order", LaunchOptions::default().with_queue_capacity(64)).await.unwrap();
+    let n = 20_000u64;
+    let sender = {
+        let k = k.clone();
+        tokio::spawn(async move {
+            for i in 0..n {
+                k.send(Num { seq: i, value: i }).await.unwrap();
+            }
+        })
+    };
+    for i in 0..n {
+        let t: Total = k.receive().await.unwrap();
+        assert_eq!(t.count, i + 1, "outputs in input order");
+        assert_eq!(t.sum, i * (i + 1) / 2);
+    }
+    sender.await.unwrap();
+    rt.shutdown().await.unwrap();
+}
+
+async fn request_reply(backend: Backend) {
+    let Some(rt) = runtime_with(backend, vec![counter_def("rr")]).await else { return };
+    let k = rt.launch("rr", LaunchOptions::default().with_max_message_bytes(1024)).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8u8 {
+        let k = k.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..200u8 {
+                let data = vec![t, i, 1, 2, 3];
+                let r: Blob = k.call(Blob { data: data.clone() }).await.unwrap();
+                assert_eq!(r.data, data.iter().rev().copied().collect::<Vec<_>>(), "reply matches request");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(k.status().messages_processed, 1600);
+    // Timeout: the late reply goes to the output queue instead of being lost.
+    let r: Result<Total> = k.call_timeout(Slow { millis: 100 }, Duration::from_millis(10)).await;
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    let late: Total = k.receive().await.unwrap();
+    assert_eq!(late.sum, 100);
+    rt.shutdown().await.unwrap();
+}
+
+async fn k2k_chain(backend: Backend, messages: u64) {
+    let names: Vec<String> = (0..4).map(|i| format!("stage{i}")).collect();
+    let defs = (0..4).map(|i| stage_def(&names[i], names.get(i + 1).cloned())).collect();
+    let Some(rt) = runtime_with(backend, defs).await else { return };
+    let opts = LaunchOptions::default().with_queue_capacity(256);
+    let mut handles = Vec::new();
+    for n in &names {
+        handles.push(rt.launch(n, opts.clone()).await.unwrap());
+    }
+    let first = handles[0].clone();
+    let producer = tokio::spawn(async move {
+        for i in 0..messages {
+            first.send(Num { seq: i, value: i * 3 }).await.unwrap();
+        }
+    });
+    let last = handles.last().unwrap();
+    for i in 0..messages {
+        let n: Num = last.receive().await.unwrap();
+        assert_eq!(n, Num { seq: i, value: i * 3 }, "message {i} lost, duplicated or reordered");
+    }
+    producer.await.unwrap();
+    assert!(last.try_receive::<Num>().unwrap().is_none(), "no duplicates after the last one");
+    for h in &handles {
+        assert_eq!(h.status().messages_processed, messages);
+    }
+    rt.shutdown().await.unwrap();
+}
+
+async fn backpressure(backend: Backend) {
+    let Some(rt) = runtime_with(backend, vec![counter_def("bp")]).await else { return };
+    let k = rt.launch("bp", LaunchOptions::default().with_queue_capacity(4).inactive()).await.unwrap();
+    for i in 0..4 {
+        k.try_send(Num { seq: i, value: 1 }).unwrap();
+    }
+    match k.try_send(Num { seq: 99, value: 42 }) {
+        Err(TrySendError::Full(m)) => {
+            assert_eq!(m, Num { seq: 99, value: 42 }, "full queue hands the message back")
+        }
+        other => panic!("expected Full, got {other:?}"),
+    }
+    // A blocking send waits until there is room.
+    let k2 = k.clone();
+    let waiter = tokio::spawn(async move { k2.send(Num { seq: 4, value: 1 }).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiter.is_finished(), "send waits while the queue is full");
+    k.activate().await.unwrap();
+    waiter.await.unwrap().unwrap();
+    for i in 0..5 {
+        let t: Total = k.receive().await.unwrap();
+        assert_eq!(t.count, i + 1);
+    }
+    rt.shutdown().await.unwrap();
+}
+
+async fn bad_input(backend: Backend) {
+    let Some(rt) = runtime_with(backend, vec![counter_def("bad"), counter_def("bystander")]).await else {
+        return;
+    };
+    let k = rt.launch("bad", LaunchOptions::default()).await.unwrap();
+    let other = rt.launch("bystander", LaunchOptions::default()).await.unwrap();
+    // Unknown message type: refused at send, with the accepted types named.
+    match k.send(Unhandled { x: 1 }).await {
+        Err(Error::UnknownMessageType { accepted, .. }) => {
+            assert!(accepted.iter().any(|a| a.ends_with("Num")))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Oversized payload: typed error, nothing enqueued.
+    let big = Blob { data: vec![7; 10_000] };
+    match k.call::<_, Blob>(big).await {
+        Err(Error::Encode(ringkernel::message::EncodeError::PayloadTooLarge {
+            needed, capacity, ..
+        })) => {
+            assert!(needed > capacity)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Malformed bytes in the input queue: recorded, skipped, the kernel keeps serving.
+    k.cell()
+        .input
+        .try_push_with(|slot| {
+            slot[..16].copy_from_slice(b"not an envelope!");
+            Ok::<_, ()>(16)
+        })
+        .unwrap()
+        .unwrap();
+    k.cell().ring();
+    let t: Total = k.call(Num { seq: 0, value: 1 }).await.unwrap();
+    assert_eq!(t.count, 1);
+    assert!(k.status().last_error.unwrap().contains("malformed"));
+    // Launching a name without handlers gives a kernel, but sending to it is a clear error.
+    let ghost = rt.launch("ghost", LaunchOptions::default()).await.unwrap();
+    match ghost.send(Num { seq: 0, value: 0 }).await {
+        Err(Error::NoHandler { kernel, registered }) => {
+            assert_eq!(kernel, "ghost");
+            assert!(registered.contains(&"bad".to_string()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A panicking handler fails its own kernel only.
+    let pending = {
+        let k = k.clone();
+        k.deactivate().await.unwrap();
+        k.send(Boom { code: 7 }).await.unwrap();
+        let k2 = k.clone();
+        let queued_call = tokio::spawn(async move { k2.call::<_, Total>(Num { seq: 1, value: 1 }).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        k.send(Num { seq: 2, value: 2 }).await.unwrap();
+        k.activate().await.unwrap();
+        queued_call
+    };
+    let err = pending.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::KernelFailed { .. }), "{err:?}");
+    let st = k.status();
+    assert_eq!(st.state, KernelState::Failed);
+    assert!(st.last_error.as_deref().unwrap_or("").contains("boom 7"), "{st:?}");
+    assert!(matches!(k.send(Num { seq: 3, value: 3 }).await, Err(Error::NotAccepting { .. })));
+    let t: Total = other.call(Num { seq: 0, value: 5 }).await.unwrap();
+    assert_eq!(t.sum, 5, "the rest of the runtime keeps serving");
+    let report = k.terminate().await.unwrap();
+    assert_eq!(report.returned.len(), 1, "the queued one-way message is handed back, not dropped");
+    assert_eq!(report.returned[0].decode::<Num>().unwrap(), Num { seq: 2, value: 2 });
+    rt.shutdown().await.unwrap();
+}
+
+async fn restart_policy(backend: Backend) {
+    let Some(rt) = runtime_with(backend, vec![counter_def("phoenix")]).await else { return };
+    let opts = LaunchOptions::default().with_restart(RestartPolicy::Restart { max_restarts: 1 });
+    let k = rt.launch("phoenix", opts).await.unwrap();
+    let _: Total = k.call(Num { seq: 0, value: 10 }).await.unwrap();
+    let e = k.call::<_, Total>(Boom { code: 1 }).await.unwrap_err();
+    assert!(matches!(e, Error::Handler { .. }), "{e:?}");
+    let t: Total = k.call(Num { seq: 1, value: 1 }).await.unwrap();
+    assert_eq!(t, Total { count: 1, sum: 1 }, "restarted with fresh state");
+    assert_eq!(k.status().restarts, 1);
+    let _ = k.call::<_, Total>(Boom { code: 2 }).await.unwrap_err();
+    assert_eq!(k.status().state, KernelState::Failed, "restart budget exhausted");
+    rt.shutdown().await.unwrap();
+}
+
+async fn receive_type_mismatch(backend: Backend) {
+    let Some(rt) = runtime_with(backend, vec![counter_def("mix")]).await else { return };
+    let k = rt.launch("mix", LaunchOptions::default()).await.unwrap();
+    k.send(Num { seq: 0, value: 3 }).await.unwrap();
+    match k.receive::<Blob>().await {
+        Err(Error::UnexpectedMessage { message, .. }) => {
+            assert_eq!(message.decode::<Total>().unwrap(), Total { count: 1, sum: 3 }, "handed back intact")
+        }
+        other => panic!("{other:?}"),
+    }
+    rt.shutdown().await.unwrap();
+}
+
+async fn many_kernels(backend: Backend, count: usize) {
+    let Some(rt) = runtime_with(backend, vec![counter_def("many")]).await else { return };
+    // Each launch needs its own name; register one definition per kernel.
+    for i in 0..count {
+        rt.register(counter_def(&format!("many{i}"))).unwrap();
+    }
+    let opts = LaunchOptions::default().with_queue_capacity(4).with_max_message_bytes(128);
+    let mut ks = Vec::with_capacity(count);
+    for i in 0..count {
+        ks.push(rt.launch(&format!("many{i}"), opts.clone()).await.unwrap());
+    }
+    for (i, k) in ks.iter().enumerate() {
+        k.send(Num { seq: i as u64, value: i as u64 }).await.unwrap();
+    }
+    for (i, k) in ks.iter().enumerate() {
+        let t: Total = k.receive().await.unwrap();
+        assert_eq!(t, Total { count: 1, sum: i as u64 });
+    }
+    // Idle kernels cost no CPU: measure this process's CPU time over an idle window.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = cpu_time();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let used = cpu_time() - before;
+    if let Some(used) = used {
+        assert!(used < Duration::from_millis(100), "{count} idle kernels used {used:?} of CPU in 500 ms");
+    }
+    rt.shutdown().await.unwrap();
+}
+
+/// User + system CPU time of this process (Linux), if available.
+fn cpu_time() -> CpuTime {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    CpuTime(stat.and_then(|s| {
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10)) // USER_HZ = 100 on Linux
+    }))
+}
+
+struct CpuTime(Option<Duration>);
+impl std::ops::Sub for CpuTime {
+    type Output = Option<Duration>;
+    fn sub(self, rhs: Self) -> Option<Duration> {
+        Some(self.0?.saturating_sub(rhs.0?))
+    }
+}
+
+async fn fan_in(backend: Backend) {
+    // Several kernels send K2K into one inbox; every message arrives exactly once.
+    let producers = 4usize;
+    let per = 5_000u64;
+    let mut defs: Vec<KernelDef> =
+        (0..producers).map(|i| stage_def(&format!("src{i}"), Some("sink".into()))).collect();
+    defs.push(stage_def("sink", None));
+    let Some(rt) = runtime_with(backend, defs).await else { return };
+    let opts = LaunchOptions::default().with_queue_capacity(128);
+    let sink = rt.launch("sink", opts.clone()).await.unwrap();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let h = rt.launch(&format!("src{p}"), opts.clone()).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                h.send(Num { seq: i, value: p as u64 }).await.unwrap();
+            }
+        }));
+    }
+    let mut next = vec![0u64; producers];
+    let mut seen = HashSet::new();
+    for _ in 0..producers as u64 * per {
+        let n: Num = sink.receive().await.unwrap();
+        assert!(seen.insert((n.value, n.seq)), "duplicate {n:?}");
+        assert_eq!(n.seq, next[n.value as usize], "per-producer order");
+        next[n.value as usize] += 1;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    rt.shutdown().await.unwrap();
+}
+
+async fn drop_without_shutdown(backend: Backend) {
+    let Some(rt) = runtime_with(backend, vec![counter_def("dropme")]).await else { return };
+    let k = rt.launch("dropme", LaunchOptions::default()).await.unwrap();
+    let k2 = k.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let pending = tokio::spawn(async move {
+        let r = k2.call::<_, Total>(Slow { millis: 300 }).await;
+        c2.fetch_add(1, Ordering::SeqCst);
+        r
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = std::time::Instant::now();
+    drop(rt);
+    assert!(started.elapsed() < Duration::from_secs(2), "drop does not hang");
+    let r = tokio::time::timeout(Duration::from_secs(5), pending).await.expect("caller not left hanging");
+    let _ = r.unwrap(); // the reply or an error, either is fine; hanging is not
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+macro_rules! conformance {
+    ($mod_name:ident, $backend:expr) => {
+        mod $mod_name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lifecycle() {
+                super::lifecycle($backend).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ordering() {
+                super::ordering($backend).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn request_reply() {
+                super::request_reply($backend).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn k2k_chain_one_million() {
+                super::k2k_chain($backend, 1_000_000).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn backpressure() {
+                super::backpressure($backend).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn bad_input() {
+                super::bad_input($backend).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn restart_policy() {
+                super::restart_policy($backend).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn receive_type_mismatch() {
+                super::receive_type_mismatch($backend).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ten_thousand_kernels() {
+                super::many_kernels($backend, 10_000).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn k2k_fan_in() {
+                super::fan_in($backend).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn drop_without_shutdown() {
+                super::drop_without_shutdown($backend).await
+            }
+        }
+    };
+}
+
+conformance!(cpu, Backend::Cpu);
