@@ -30,6 +30,9 @@
 //!   the previous lap: the ring is full, and the push fails, handing control back to the caller.
 //!   At the consumer it means nothing has been published at `p`: the ring is empty.
 //!
+//! The capacity is at least 2 (a requested capacity of 1 is raised to 2): with a single slot the
+//! "full at `p`" and "free at `p + 1`" sequence values would coincide.
+//!
 //! Batches claim `k` consecutive positions with one compare-and-swap after checking each slot's
 //! `seq`; a slot found free (or full) stays so until the tail (or head) moves past it, so the
 //! check remains valid if the compare-and-swap succeeds.
@@ -76,7 +79,9 @@ pub const fn ring_region_size(capacity: u32, slot_size: u32) -> usize {
 }
 
 fn check_geometry(capacity: usize, slot_size: usize) -> Result<(u32, u32), QueueConfigError> {
-    let capacity = round_capacity(capacity)?;
+    // At least two slots: with one, "full at position p" (seq = p + 1) would read as "free at
+    // position p + 1" (seq = p + 1), so the sequence protocol needs capacity >= 2.
+    let capacity = round_capacity(capacity)?.max(2);
     if slot_size == 0 || slot_size % 16 != 0 || slot_size > (1 << 30) {
         return Err(QueueConfigError::SlotSize(slot_size as u64));
     }

@@ -1,0 +1,146 @@
+//! Loom models of the queue and control-block protocols. Run with
+//! `RUSTFLAGS="--cfg ringkernel_loom" cargo test -p ringkernel-core --test loom_protocols --release`
+//! (`.ci/run` does, in its own target directory). Loom explores every interleaving and every
+//! weak-memory outcome the orderings allow.
+#![cfg(ringkernel_loom)]
+
+use loom::thread;
+use ringkernel_core::control_block::ControlBlock;
+use ringkernel_core::queue::{spsc, SlotRing};
+use std::sync::Arc;
+
+fn push(ring: &SlotRing, v: u64) -> bool {
+    ring.try_push_with(|s| {
+        s[..8].copy_from_slice(&v.to_le_bytes());
+        Ok::<_, ()>(8)
+    })
+    .unwrap()
+    .is_some()
+}
+
+fn pop(ring: &SlotRing) -> Option<u64> {
+    ring.try_pop_with(|b| u64::from_le_bytes(b.try_into().unwrap()))
+}
+
+#[test]
+fn spsc_push_pop_in_order() {
+    loom::model(|| {
+        let (mut p, mut c) = spsc::channel::<u64>(2).unwrap();
+        let t = thread::spawn(move || {
+            for v in [10, 20, 30] {
+                while p.push(v).is_err() {
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match c.pop() {
+                Ok(v) => got.push(v),
+                Err(_) => thread::yield_now(),
+            }
+        }
+        t.join().unwrap();
+        assert_eq!(got, vec![10, 20, 30]);
+    });
+}
+
+#[test]
+fn slot_ring_two_producers_one_consumer() {
+    loom::model(|| {
+        let ring = Arc::new(SlotRing::new(2, 16).unwrap());
+        let producers: Vec<_> = [1u64, 2]
+            .into_iter()
+            .map(|v| {
+                let r = ring.clone();
+                thread::spawn(move || {
+                    while !push(&r, v) {
+                        thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match pop(&ring) {
+                Some(v) => got.push(v),
+                None => thread::yield_now(),
+            }
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2], "each message exactly once");
+        assert_eq!(pop(&ring), None);
+    });
+}
+
+#[test]
+fn slot_ring_wraps_under_contention() {
+    loom::model(|| {
+        // Capacity 2, three messages: the producer must reuse a slot the consumer frees.
+        let ring = Arc::new(SlotRing::new(2, 16).unwrap());
+        let r = ring.clone();
+        let t = thread::spawn(move || {
+            for v in 1..=3u64 {
+                while !push(&r, v) {
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let n = ring.pop_batch_with(2, |b| got.push(u64::from_le_bytes(b.try_into().unwrap())));
+            if n == 0 {
+                thread::yield_now();
+            }
+        }
+        t.join().unwrap();
+        assert_eq!(got, vec![1, 2, 3]);
+    });
+}
+
+#[test]
+fn slot_ring_two_consumers_split_exactly_once() {
+    loom::model(|| {
+        let ring = Arc::new(SlotRing::new(2, 16).unwrap());
+        assert!(push(&ring, 7));
+        assert!(push(&ring, 8));
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let r = ring.clone();
+                thread::spawn(move || pop(&r))
+            })
+            .collect();
+        let mut got: Vec<u64> = consumers.into_iter().filter_map(|c| c.join().unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![7, 8]);
+    });
+}
+
+#[test]
+fn control_block_terminate_handshake() {
+    loom::model(|| {
+        let cb = Arc::new(ControlBlock::with_capacities(4, 4));
+        cb.set_active(true);
+        let k = cb.clone();
+        let kernel = thread::spawn(move || {
+            // Kernel loop: process until terminate is requested, then publish the final count.
+            while !k.terminate_requested() {
+                thread::yield_now();
+            }
+            k.add_processed(5);
+            k.set_hlc_packed(42);
+            k.mark_terminated();
+        });
+        cb.request_terminate();
+        while !cb.is_terminated() {
+            thread::yield_now();
+        }
+        // Everything the kernel wrote before `terminated` is visible after it.
+        assert_eq!(cb.messages_processed(), 5);
+        assert_eq!(cb.hlc_packed(), 42);
+        kernel.join().unwrap();
+    });
+}
