@@ -1,0 +1,6 @@
+use ringkernel::prelude::*;
+
+#[ring_kernel(name = "k")]
+fn handler(state: &mut u32) {}
+
+fn main() {}
