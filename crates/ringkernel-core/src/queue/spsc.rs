@@ -36,7 +36,10 @@ unsafe impl<T: Send> Send for Ring<T> {}
 impl<T> Ring<T> {
     #[inline]
     fn slot(&self, pos: u32) -> *mut MaybeUninit<T> {
-        self.slots[(pos & self.header.mask) as usize].get()
+        let i = (pos & self.header.mask) as usize;
+        debug_assert!(i < self.slots.len());
+        // SAFETY: mask = capacity - 1 and slots.len() == capacity, so i is in bounds.
+        unsafe { self.slots.get_unchecked(i) }.get()
     }
 }
 
