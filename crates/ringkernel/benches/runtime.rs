@@ -7,6 +7,7 @@
 //! * start-up: build a runtime, launch one kernel, get the first reply.
 //!
 //! `cargo bench -p ringkernel --bench runtime` (backend from `RINGKERNEL_BACKEND`, default `cpu`).
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ringkernel::prelude::*;

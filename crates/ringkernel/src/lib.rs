@@ -5,7 +5,7 @@
 //! an output queue or request/reply, and messages other kernels directly (K2K). Every message
 //! carries a hybrid logical clock timestamp, so causal order holds across kernels.
 //!
-//! ```no_run
+//! ```
 //! use ringkernel::prelude::*;
 //!
 //! #[tokio::main]
@@ -17,6 +17,35 @@
 //!     runtime.shutdown().await?;
 //!     Ok(())
 //! }
+//! ```
+//!
+//! Hybrid logical clocks give a total order that respects causality:
+//!
+//! ```
+//! use ringkernel::prelude::*;
+//!
+//! let clock = HlcClock::new(1); // Node ID = 1
+//!
+//! // Generate timestamps
+//! let ts1 = clock.tick();
+//! let ts2 = clock.tick();
+//! assert!(ts1 < ts2); // Total ordering guaranteed
+//!
+//! // Update from received message
+//! let remote_ts = HlcTimestamp::new(100, 5, 2);
+//! let updated = clock.update(&remote_ts)?;
+//! assert!(updated > remote_ts); // Causality preserved
+//! # Ok::<(), ringkernel::Error>(())
+//! ```
+//!
+//! Each kernel has a 128-byte control block, the same bytes on the host and on a device:
+//!
+//! ```
+//! use ringkernel::prelude::*;
+//!
+//! let control = ControlBlock::with_capacities(1024, 1024);
+//! assert!(!control.is_active());
+//! assert!(control.input_queue_empty());
 //! ```
 //!
 //! This crate is the facade: it re-exports `ringkernel-core` (types, queues, HLC, runtime pieces),

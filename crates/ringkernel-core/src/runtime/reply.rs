@@ -207,7 +207,7 @@ impl ReplyTable {
             .enumerate()
             .filter_map(|(i, s)| {
                 let w = s.word.load(Ordering::Acquire);
-                (w & STATE_MASK == WAITING).then(|| (w & !STATE_MASK) | i as u64)
+                (w & STATE_MASK == WAITING).then_some((w & !STATE_MASK) | i as u64)
             })
             .collect()
     }
