@@ -45,6 +45,8 @@ pub struct CpuConfig {
     pub spin: Duration,
     /// Messages a kernel may process before it yields its worker to other kernels.
     pub budget: usize,
+    /// Worker thread names are `{thread_name}-{index}` (Linux shows the first 15 bytes).
+    pub thread_name: String,
 }
 
 impl Default for CpuConfig {
@@ -53,6 +55,7 @@ impl Default for CpuConfig {
             workers: thread::available_parallelism().map_or(2, |n| n.get()),
             spin: Duration::from_micros(50),
             budget: 256,
+            thread_name: "ringkernel-cpu".to_string(),
         }
     }
 }
@@ -235,8 +238,9 @@ impl CpuBackend {
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
             let p = pool.clone();
-            let h =
-                thread::Builder::new().name(format!("ringkernel-cpu-{i}")).spawn(move || p.worker_loop(i))?;
+            let h = thread::Builder::new()
+                .name(format!("{}-{i}", pool.config.thread_name))
+                .spawn(move || p.worker_loop(i))?;
             let _ = pool.workers[i].thread.set(h.thread().clone());
             threads.push(h);
         }

@@ -34,6 +34,8 @@ pub const FLAG_REPLY: u16 = 1 << 0;
 pub const FLAG_ERROR_REPLY: u16 = 1 << 1;
 /// `checksum` holds [`payload_checksum`] of the payload.
 pub const FLAG_CHECKSUM: u16 = 1 << 2;
+/// With `FLAG_ERROR_REPLY`: the kernel has failed (as opposed to one handler call failing).
+pub const FLAG_KERNEL_FAILED: u16 = 1 << 3;
 
 /// The envelope header (layout in the [module docs](self)).
 #[repr(C)]

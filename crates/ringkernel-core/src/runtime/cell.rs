@@ -276,7 +276,9 @@ impl KernelCell {
             let header = crate::message::EnvelopeHeader {
                 magic: crate::message::ENVELOPE_MAGIC,
                 version: crate::message::ENVELOPE_VERSION,
-                flags: crate::message::FLAG_REPLY | crate::message::FLAG_ERROR_REPLY,
+                flags: crate::message::FLAG_REPLY
+                    | crate::message::FLAG_ERROR_REPLY
+                    | crate::message::FLAG_KERNEL_FAILED,
                 type_id: <super::handle::ErrorReply as crate::message::RingMessage>::message_type(),
                 message_id: 0,
                 correlation_id: corr,

@@ -249,7 +249,16 @@ pub(crate) fn deliver_reply(cell: &KernelCell, local: &mut ExecLocal, correlatio
 }
 
 /// Sends an error reply for a failed request from the host (no-op for non-requests).
-pub(crate) fn fail_request(cell: &KernelCell, local: &mut ExecLocal, header: &EnvelopeHeader, text: &str) {
+///
+/// `kernel_failed` marks the reply so that the caller reports `Error::KernelFailed` rather than a
+/// single failed call.
+pub(crate) fn fail_request(
+    cell: &KernelCell,
+    local: &mut ExecLocal,
+    header: &EnvelopeHeader,
+    text: &str,
+    kernel_failed: bool,
+) {
     if header.correlation_id == 0 || header.source != KernelId::HOST.0 {
         return;
     }
@@ -258,7 +267,9 @@ pub(crate) fn fail_request(cell: &KernelCell, local: &mut ExecLocal, header: &En
         source: cell.id().0,
         destination: header.source,
         hlc: HlcTimestamp::from_packed(cell.control.hlc_packed(), cell.id().0),
-        flags: FLAG_REPLY | FLAG_ERROR_REPLY,
+        flags: FLAG_REPLY
+            | FLAG_ERROR_REPLY
+            | if kernel_failed { crate::message::FLAG_KERNEL_FAILED } else { 0 },
     };
     let mut buf = vec![0u8; cell.output.slot_size() as usize];
     let mut text = text.to_string();

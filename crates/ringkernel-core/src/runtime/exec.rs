@@ -135,7 +135,7 @@ impl HostExecutor {
         let (Some(def), Some(state)) = (cell.def().cloned(), self.state.as_mut()) else {
             let text = format!("kernel {:?} has no registered handler", cell.name());
             cell.record_error(ErrorCode::UnknownMessageType, text.clone());
-            fail_request(cell, &mut self.local, &header, &text);
+            fail_request(cell, &mut self.local, &header, &text, false);
             return;
         };
         let mut ctx = Context {
@@ -157,6 +157,7 @@ impl HostExecutor {
                         &mut self.local,
                         &header,
                         "the handler returned no reply to this request",
+                        false,
                     );
                 }
             }
@@ -168,16 +169,17 @@ impl HostExecutor {
                 };
                 let text = e.to_string();
                 cell.record_error(code, text.clone());
-                fail_request(cell, &mut self.local, &header, &text);
+                fail_request(cell, &mut self.local, &header, &text, false);
             }
             Err(panic) => {
                 let text = format!("handler panicked: {}", panic_text(&panic));
                 cell.record_error(ErrorCode::HandlerPanic, text.clone());
-                fail_request(cell, &mut self.local, &header, &text);
                 let restart = match cell.options().restart {
                     RestartPolicy::Never => false,
                     RestartPolicy::Restart { max_restarts } => cell.control.restarts() < max_restarts,
                 };
+                // The state changes before the caller hears of the failure, so a caller that sees
+                // the error also sees the kernel restarted or Failed.
                 if restart {
                     cell.control.record_restart();
                     self.state = Some(def.make_state());
@@ -186,6 +188,9 @@ impl HostExecutor {
                     tracing::error!(kernel = cell.name(), "{text}; kernel failed");
                     self.failed = true;
                     let _ = cell.transition(KernelState::Failed);
+                }
+                fail_request(cell, &mut self.local, &header, &text, !restart);
+                if !restart {
                     cell.lifecycle_waiters.notify();
                     cell.output_waiters.notify();
                 }
@@ -200,7 +205,7 @@ impl HostExecutor {
                 cell.name(),
                 cell.last_error().unwrap_or_default()
             );
-            fail_request(cell, &mut self.local, header, &text);
+            fail_request(cell, &mut self.local, header, &text, true);
         } else if let Ok(raw) = RawMessage::from_bytes(bytes) {
             cell.return_message(raw);
         }

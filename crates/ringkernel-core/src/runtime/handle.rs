@@ -9,7 +9,7 @@ use crate::control_block::{ControlBlock, ErrorCode};
 use crate::hlc::HlcTimestamp;
 use crate::message::{
     decode_header, encode, DecodeError, EncodeError, EnvelopeHeader, EnvelopeMeta, KernelId, RingMessage,
-    ENVELOPE_HEADER_SIZE, FLAG_ERROR_REPLY,
+    ENVELOPE_HEADER_SIZE, FLAG_ERROR_REPLY, FLAG_KERNEL_FAILED,
 };
 use crate::{Error, Result};
 use core::future::poll_fn;
@@ -403,7 +403,7 @@ impl KernelHandle {
         let (header, payload) = decode_header(&bytes)?;
         if header.flags & FLAG_ERROR_REPLY != 0 {
             let detail = String::from_utf8_lossy(payload).into_owned();
-            return Err(if cell.state() == KernelState::Failed {
+            return Err(if header.flags & FLAG_KERNEL_FAILED != 0 {
                 Error::KernelFailed { kernel: cell.name().to_string(), detail }
             } else {
                 Error::Handler { kernel: cell.name().to_string(), detail }
