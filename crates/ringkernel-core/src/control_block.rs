@@ -11,7 +11,7 @@
 //! |      4 |    4 | `terminate_requested` | host              | 1 = drain and stop                        |
 //! |      8 |    4 | `terminated`          | kernel            | 1 = kernel loop has exited                |
 //! |     12 |    4 | `state`               | host and kernel   | [`crate::runtime::KernelState`] code      |
-//! |     16 |    8 | `messages_processed`  | kernel            | handler invocations completed             |
+//! |     16 |    8 | `messages_processed`  | kernel            | messages handed to a handler              |
 //! |     24 |    8 | `messages_in_flight`  | host and kernel   | accepted into input, not yet processed    |
 //! |     32 |    4 | `input_head`          | kernel            | input read index (mirror, see below)      |
 //! |     36 |    4 | `input_tail`          | kernel            | input write index (mirror)                |

@@ -146,9 +146,11 @@ impl HostExecutor {
             local: &mut self.local,
             replied: false,
         };
+        // Counted before the handler runs: anyone who sees the handler's reply or K2K output also
+        // sees this message in `messages_processed`.
+        cell.control.add_processed(1);
         let result = catch_unwind(AssertUnwindSafe(|| def.dispatch(state, bytes, &mut ctx)));
         let replied = ctx.replied;
-        cell.control.add_processed(1);
         match result {
             Ok(Ok(())) => {
                 if header.correlation_id != 0 && !replied {
