@@ -37,6 +37,8 @@ fn hlc(c: &mut Criterion) {
     let peer = uhlc::HLCBuilder::new().build();
     g.bench_function("tick/ringkernel", |b| b.iter(|| black_box(ours.tick())));
     g.bench_function("tick/uhlc", |b| b.iter(|| black_box(peer.new_timestamp())));
+    let precise = HlcClock::with_source(1, ringkernel_core::hlc::SystemClock);
+    g.bench_function("tick/ringkernel_system_clock", |b| b.iter(|| black_box(precise.tick())));
     let remote = ours.tick();
     let remote_peer = peer.new_timestamp();
     g.bench_function("update/ringkernel", |b| b.iter(|| black_box(ours.update(black_box(&remote)).unwrap())));
