@@ -56,16 +56,22 @@ impl Waiters {
             // `notify_waiters` issued after its creation, even before it is first polled.
             let notified = self.notify.notified();
             self.count.fetch_add(1, Ordering::SeqCst);
+            // Decrements the count even if this future is dropped while waiting (timeouts).
+            let _registered = Registered(&self.count);
             fence(Ordering::SeqCst);
-            let ready = cond();
-            if ready.is_none() {
-                notified.await;
-            }
-            self.count.fetch_sub(1, Ordering::Relaxed);
-            if let Some(v) = ready {
+            if let Some(v) = cond() {
                 return v;
             }
+            notified.await;
         }
+    }
+}
+
+struct Registered<'a>(&'a AtomicU32);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
