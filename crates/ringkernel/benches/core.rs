@@ -2,27 +2,27 @@
 //! HLC vs uhlc, envelope codec vs a plain zerocopy copy and vs rkyv used directly, SPSC ring vs
 //! rtrb and crossbeam's ArrayQueue (throughput and one-way latency).
 //!
-//! `cargo bench -p ringkernel-core --bench core`
+//! `cargo bench -p ringkernel --bench core`
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringkernel_core::hlc::{HlcClock, HlcTimestamp};
-use ringkernel_core::message::{decode, encode, EnvelopeMeta, RingMessage};
-use ringkernel_core::queue::{spsc, SlotRing};
-use ringkernel_derive::RingMessage;
+use ringkernel::hlc::{HlcClock, HlcTimestamp};
+use ringkernel::message::{decode, encode, EnvelopeMeta};
+use ringkernel::queue::{spsc, SlotRing};
+use ringkernel::RingMessage;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 #[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq)]
-#[message(pod, type_id = 0x10, crate = "ringkernel_core")]
+#[message(pod, type_id = 0x10)]
 #[repr(C)]
 struct Pod64 {
     words: [u64; 8],
 }
 
 #[derive(RingMessage, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
-#[message(type_id = 0x1001, crate = "ringkernel_core")]
+#[message(type_id = 0x1001)]
 struct AddRequest {
     a: Vec<f32>,
     b: Vec<f32>,
@@ -37,7 +37,7 @@ fn hlc(c: &mut Criterion) {
     let peer = uhlc::HLCBuilder::new().build();
     g.bench_function("tick/ringkernel", |b| b.iter(|| black_box(ours.tick())));
     g.bench_function("tick/uhlc", |b| b.iter(|| black_box(peer.new_timestamp())));
-    let precise = HlcClock::with_source(1, ringkernel_core::hlc::SystemClock);
+    let precise = HlcClock::with_source(1, ringkernel::hlc::SystemClock);
     g.bench_function("tick/ringkernel_system_clock", |b| b.iter(|| black_box(precise.tick())));
     let remote = ours.tick();
     let remote_peer = peer.new_timestamp();
