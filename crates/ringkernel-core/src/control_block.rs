@@ -414,6 +414,38 @@ mod tests {
     }
 
     #[test]
+    fn field_table_is_exact() {
+        use core::mem::{offset_of, size_of_val};
+        let cb = ControlBlock::with_capacities(1, 1);
+        macro_rules! row {
+            ($f:ident) => {
+                (stringify!($f), offset_of!(ControlBlock, $f), size_of_val(&cb.$f))
+            };
+        }
+        let actual = [
+            row!(active),
+            row!(terminate_requested),
+            row!(terminated),
+            row!(state),
+            row!(messages_processed),
+            row!(messages_in_flight),
+            row!(input_head),
+            row!(input_tail),
+            row!(output_head),
+            row!(output_tail),
+            row!(input_capacity),
+            row!(output_capacity),
+            row!(hlc_packed),
+            row!(kernel_id),
+            row!(last_error),
+            row!(error_count),
+            row!(restarts),
+            row!(generation),
+        ];
+        assert_eq!(CONTROL_BLOCK_FIELDS, &actual[..]);
+    }
+
+    #[test]
     fn lifecycle_flags() {
         let cb = ControlBlock::for_kernel(3, 4, 4);
         cb.set_active(true);

@@ -136,3 +136,35 @@ pub fn payload_checksum(bytes: &[u8]) -> u32 {
     h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(K);
     (h ^ (h >> 32)) as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of_val};
+
+    #[test]
+    fn field_table_is_exact() {
+        let h = <EnvelopeHeader as zerocopy::FromZeros>::new_zeroed();
+        macro_rules! row {
+            ($f:ident) => {
+                (stringify!($f), offset_of!(EnvelopeHeader, $f), size_of_val(&h.$f))
+            };
+        }
+        let actual = [
+            row!(magic),
+            row!(version),
+            row!(flags),
+            row!(type_id),
+            row!(message_id),
+            row!(correlation_id),
+            row!(hlc),
+            row!(source),
+            row!(destination),
+            row!(payload_len),
+            row!(hlc_node),
+            row!(checksum),
+            row!(reserved),
+        ];
+        assert_eq!(ENVELOPE_FIELDS, &actual[..]);
+    }
+}

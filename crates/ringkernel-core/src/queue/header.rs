@@ -18,6 +18,20 @@ use crate::sync::{AtomicU32, Ordering};
 /// Size of [`QueueHeader`] in bytes.
 pub const QUEUE_HEADER_SIZE: usize = 384;
 
+/// Field name, byte offset and byte size of every [`QueueHeader`] field (padding omitted), for
+/// device-side checks.
+pub const QUEUE_HEADER_FIELDS: &[(&str, usize, usize)] = &[
+    ("capacity", 0, 4),
+    ("mask", 4, 4),
+    ("slot_size", 8, 4),
+    ("kind", 12, 4),
+    ("tail", 128, 4),
+    ("head", 256, 4),
+];
+
+/// Field name, byte offset and byte size of [`crate::queue::SlotMeta`].
+pub const SLOT_META_FIELDS: &[(&str, usize, usize)] = &[("seq", 0, 4), ("len", 4, 4)];
+
 /// Shared header of a ring queue (see the module docs for the layout).
 #[repr(C, align(128))]
 pub struct QueueHeader {
@@ -116,5 +130,27 @@ impl core::fmt::Debug for QueueHeader {
             .field("head", &self.head())
             .field("tail", &self.tail())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(ringkernel_loom)))]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of_val};
+
+    #[test]
+    fn field_tables_are_exact() {
+        let h = QueueHeader::new(4, 16, KIND_SLOT_RING);
+        macro_rules! row {
+            ($f:ident) => {
+                (stringify!($f), offset_of!(QueueHeader, $f), size_of_val(&h.$f))
+            };
+        }
+        let actual = [row!(capacity), row!(mask), row!(slot_size), row!(kind), row!(tail), row!(head)];
+        assert_eq!(QUEUE_HEADER_FIELDS, &actual[..]);
+        use crate::queue::SlotMeta;
+        assert_eq!(SLOT_META_FIELDS[0].1, offset_of!(SlotMeta, seq));
+        assert_eq!(SLOT_META_FIELDS[1].1, offset_of!(SlotMeta, len));
+        assert_eq!(core::mem::size_of::<SlotMeta>(), 8);
     }
 }

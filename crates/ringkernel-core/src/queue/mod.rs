@@ -23,7 +23,7 @@ mod header;
 pub mod slot_ring;
 pub mod spsc;
 
-pub use header::{QueueHeader, QUEUE_HEADER_SIZE};
+pub use header::{QueueHeader, QUEUE_HEADER_FIELDS, QUEUE_HEADER_SIZE, SLOT_META_FIELDS};
 pub use slot_ring::{RawSlotRing, SlotMeta, SlotRing};
 
 /// Largest supported capacity (slots).

@@ -52,8 +52,8 @@ pub const VOID_LEN: u32 = u32::MAX;
 /// Per-slot sequence number and filled length.
 #[repr(C)]
 pub struct SlotMeta {
-    seq: AtomicU32,
-    len: AtomicU32,
+    pub(crate) seq: AtomicU32,
+    pub(crate) len: AtomicU32,
 }
 
 #[cfg(not(ringkernel_loom))]
