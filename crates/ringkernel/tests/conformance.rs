@@ -457,6 +457,22 @@ async fn drop_without_shutdown(backend: Backend) {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+async fn relaunch_under_same_name(backend: Backend) {
+    let defs = vec![stage_def("fwd", Some("dst".into())), stage_def("dst", None)];
+    let Some(rt) = runtime_with(backend, defs).await else { return };
+    let fwd = rt.launch("fwd", LaunchOptions::default()).await.unwrap();
+    let dst = rt.launch("dst", LaunchOptions::default()).await.unwrap();
+    fwd.send(Num { seq: 1, value: 1 }).await.unwrap();
+    assert_eq!(dst.receive::<Num>().await.unwrap().seq, 1);
+    dst.terminate().await.unwrap();
+    let dst2 = rt.launch("dst", LaunchOptions::default()).await.unwrap();
+    assert_ne!(dst2.id(), dst.id());
+    fwd.send(Num { seq: 2, value: 2 }).await.unwrap();
+    assert_eq!(dst2.receive::<Num>().await.unwrap().seq, 2, "K2K reaches the relaunched kernel");
+    assert_eq!(fwd.status().error_count, 0);
+    rt.shutdown().await.unwrap();
+}
+
 macro_rules! conformance {
     ($mod_name:ident, $backend:expr) => {
         mod $mod_name {
@@ -501,6 +517,10 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn k2k_fan_in() {
                 super::fan_in($backend).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn relaunch_under_same_name() {
+                super::relaunch_under_same_name($backend).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn drop_without_shutdown() {

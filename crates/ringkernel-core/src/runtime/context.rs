@@ -8,6 +8,7 @@
 use super::cell::{Directory, KernelCell};
 use super::handle::ErrorReply;
 use super::reply::Delivery;
+use super::state::KernelState;
 use crate::hlc::{HlcClock, HlcTimestamp};
 use crate::message::{
     encode, EnvelopeHeader, EnvelopeMeta, KernelId, RingMessage, FLAG_ERROR_REPLY, FLAG_REPLY,
@@ -116,7 +117,10 @@ impl<'a> Context<'a> {
     fn resolve(&mut self, target: Target<'_>) -> Result<Arc<KernelCell>> {
         let from = self.cell.id();
         let found = match target {
-            Target::Name(n) => match self.local.names.get(n) {
+            // A cached kernel that has terminated may have been replaced by a new launch under
+            // the same name: look the name up again.
+            Target::Name(n) => match self.local.names.get(n).filter(|c| c.state() != KernelState::Terminated)
+            {
                 Some(c) => Some(c.clone()),
                 None => {
                     let c = self.dir.by_name(n);
