@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringkernel_core::message::{decode, decode_header};
+use ringkernel_core::message::{decode, decode_header, RingMessage};
 use ringkernel_derive::RingMessage;
 
 #[derive(RingMessage, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
@@ -23,4 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_header(data);
     let _ = decode::<AddRequest>(data);
     let _ = decode::<Pod64>(data);
+    // Payload decoders directly, so the fuzzer need not first find a valid envelope header.
+    let _ = AddRequest::decode_payload(data);
+    let _ = Pod64::decode_payload(data);
 });
