@@ -1,0 +1,163 @@
+// RingKernel device runtime: slot-ring queue protocol, control-block access, HLC merge and the
+// persistent loop. Generated into every kernel source by ringkernel-codegen; the same text
+// compiles as CUDA C (NVRTC/nvcc) and, under the host shim below, as plain C for host threads,
+// which is how CI runs this protocol against the Rust host side without a GPU.
+//
+// Memory contract (mirrors ringkernel-core's docs):
+//   * slot publish/free: release store of the slot's `seq`; readers load `seq` with acquire.
+//   * position claims: compare-and-swap of `tail`/`head` (relaxed is enough: ownership comes from
+//     the `seq` protocol, the CAS only decides who wins a position).
+//   * control block: the host stores `active`/`terminate_requested` with release, the kernel loads
+//     them with acquire; the kernel stores `terminated = 1` with release after its last output.
+// On the GPU every access uses system scope (`.sys`), because the queues and the control block
+// live in pinned host memory mapped into the device and the other side is a CPU thread.
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define RK_DEVICE static __device__ __forceinline__
+#define RK_KERNEL extern "C" __global__ void
+#define RK_IS_LEADER() (threadIdx.x == 0 && blockIdx.x == 0)
+RK_DEVICE uint32_t rk_load_acquire(const uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.acquire.sys.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+RK_DEVICE uint32_t rk_load_relaxed(const uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.relaxed.sys.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+RK_DEVICE void rk_store_release(uint32_t* p, uint32_t v) {
+    asm volatile("st.release.sys.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+RK_DEVICE void rk_store_relaxed(uint32_t* p, uint32_t v) {
+    asm volatile("st.relaxed.sys.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+RK_DEVICE int rk_cas(uint32_t* p, uint32_t expected, uint32_t desired) {
+    return atomicCAS_system((unsigned int*)p, expected, desired) == expected;
+}
+RK_DEVICE void rk_add_u64(uint64_t* p, uint64_t v) {
+    atomicAdd_system((unsigned long long*)p, (unsigned long long)v);
+}
+RK_DEVICE void rk_store_u64_relaxed(uint64_t* p, uint64_t v) {
+    asm volatile("st.relaxed.sys.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+RK_DEVICE uint64_t rk_now_us(void) {
+    uint64_t ns;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
+    return ns / 1000;
+}
+RK_DEVICE void rk_pause(uint32_t idle) {
+    __nanosleep(idle < 8 ? 64u : 1024u);
+}
+#else
+// Host shim: the same protocol with GCC/Clang atomics, one host thread per kernel.
+#include <sched.h>
+#include <time.h>
+#define RK_DEVICE static inline
+#define RK_KERNEL void
+#define RK_IS_LEADER() 1
+RK_DEVICE uint32_t rk_load_acquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+RK_DEVICE uint32_t rk_load_relaxed(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+RK_DEVICE void rk_store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+RK_DEVICE void rk_store_relaxed(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+RK_DEVICE int rk_cas(uint32_t* p, uint32_t expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+RK_DEVICE void rk_add_u64(uint64_t* p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+RK_DEVICE void rk_store_u64_relaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+RK_DEVICE uint64_t rk_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+RK_DEVICE void rk_pause(uint32_t idle) {
+    (void)idle;
+    sched_yield();
+}
+#endif
+
+#define RK_VOID_LEN 0xFFFFFFFFu
+#define RK_ENVELOPE_MAGIC 0x314D4B52u /* "RKM1" little-endian */
+#define RK_ENVELOPE_VERSION 1u
+#define RK_FLAG_REPLY 1u
+#define RK_HLC_SHIFT 12u
+
+typedef struct {
+    rk_queue_header* header;
+    rk_slot_meta* meta;
+    uint8_t* data;
+    uint32_t mask;
+    uint32_t capacity;
+    uint32_t slot_size;
+} rk_ring;
+
+RK_DEVICE rk_ring rk_ring_attach(uint8_t* region) {
+    rk_ring r;
+    r.header = (rk_queue_header*)region;
+    r.capacity = r.header->capacity;
+    r.mask = r.header->mask;
+    r.slot_size = r.header->slot_size;
+    r.meta = (rk_slot_meta*)(region + sizeof(rk_queue_header));
+    r.data = region + ((sizeof(rk_queue_header) + (uint64_t)r.capacity * sizeof(rk_slot_meta) + 127u) & ~(uint64_t)127u);
+    return r;
+}
+
+// Claims the oldest published slot; returns its bytes (NULL if the ring is empty).
+RK_DEVICE uint8_t* rk_ring_claim_pop(rk_ring* r, uint32_t* pos_out, uint32_t* len_out) {
+    uint32_t pos = rk_load_relaxed(&r->header->head);
+    for (;;) {
+        rk_slot_meta* m = &r->meta[pos & r->mask];
+        int32_t diff = (int32_t)(rk_load_acquire(&m->seq) - (pos + 1u));
+        if (diff == 0) {
+            if (rk_cas(&r->header->head, pos, pos + 1u)) {
+                *pos_out = pos;
+                *len_out = rk_load_relaxed(&m->len);
+                return r->data + (uint64_t)(pos & r->mask) * r->slot_size;
+            }
+            pos = rk_load_relaxed(&r->header->head);
+        } else if (diff < 0) {
+            return 0;
+        } else {
+            pos = rk_load_relaxed(&r->header->head);
+        }
+    }
+}
+
+// Frees a popped slot for the producer of the next lap.
+RK_DEVICE void rk_ring_release(rk_ring* r, uint32_t pos) {
+    rk_store_release(&r->meta[pos & r->mask].seq, pos + r->capacity);
+}
+
+// Claims a free slot for writing (NULL if the ring is full).
+RK_DEVICE uint8_t* rk_ring_claim_push(rk_ring* r, uint32_t* pos_out) {
+    uint32_t pos = rk_load_relaxed(&r->header->tail);
+    for (;;) {
+        rk_slot_meta* m = &r->meta[pos & r->mask];
+        int32_t diff = (int32_t)(rk_load_acquire(&m->seq) - pos);
+        if (diff == 0) {
+            if (rk_cas(&r->header->tail, pos, pos + 1u)) {
+                *pos_out = pos;
+                return r->data + (uint64_t)(pos & r->mask) * r->slot_size;
+            }
+            pos = rk_load_relaxed(&r->header->tail);
+        } else if (diff < 0) {
+            return 0;
+        } else {
+            pos = rk_load_relaxed(&r->header->tail);
+        }
+    }
+}
+
+// Publishes a written slot (`len` bytes, or RK_VOID_LEN to have consumers skip it).
+RK_DEVICE void rk_ring_publish(rk_ring* r, uint32_t pos, uint32_t len) {
+    rk_slot_meta* m = &r->meta[pos & r->mask];
+    rk_store_relaxed(&m->len, len);
+    rk_store_release(&m->seq, pos + 1u);
+}
+
+// HLC merge: max(local + 1, remote + 1, wall << 12), on packed words.
+RK_DEVICE uint64_t rk_hlc_merge(uint64_t local, uint64_t remote) {
+    uint64_t next = (local > remote ? local : remote) + 1u;
+    uint64_t wall = rk_now_us() << RK_HLC_SHIFT;
+    return next > wall ? next : wall;
+}
