@@ -94,7 +94,7 @@ fn generated_kernel_serves_the_rust_host_side() {
     let (mut sent, mut received) = (0u64, 0u64);
     let mut total = 0u64;
     let mut last_hlc = HlcTimestamp::default();
-    let mut slot = vec![0u8; 128];
+    let mut slot = [0u8; 128];
     while received < N {
         if sent < N {
             let meta = EnvelopeMeta {
