@@ -199,10 +199,21 @@ impl KernelDef {
         ctx: &mut Context<'_>,
     ) -> Result<(), DispatchError> {
         let (header, payload) = decode_header(bytes).map_err(|e| DispatchError::Decode(e.to_string()))?;
+        self.dispatch_decoded(state, &header, payload, ctx)
+    }
+
+    /// Runs the handler for an envelope whose header was already validated.
+    pub fn dispatch_decoded(
+        &self,
+        state: &mut BoxedState,
+        header: &EnvelopeHeader,
+        payload: &[u8],
+        ctx: &mut Context<'_>,
+    ) -> Result<(), DispatchError> {
         let Some(h) = self.handlers.get(&header.type_id) else {
             return Err(DispatchError::UnknownType(header.type_id));
         };
-        (h.call)(state, &header, payload, ctx).map_err(DispatchError::Handler)
+        (h.call)(state, header, payload, ctx).map_err(DispatchError::Handler)
     }
 
     fn merge(&mut self, other: KernelDef) -> Result<(), Error> {

@@ -120,8 +120,8 @@ impl HostExecutor {
     }
 
     fn handle(&mut self, cell: &KernelCell, dir: &Directory, bytes: &[u8]) {
-        let header = match decode_header(bytes) {
-            Ok((h, _)) => h,
+        let (header, payload) = match decode_header(bytes) {
+            Ok(hp) => hp,
             Err(e) => {
                 cell.record_error(ErrorCode::Decode, format!("dropped malformed input message: {e}"));
                 return;
@@ -132,7 +132,7 @@ impl HostExecutor {
             self.return_or_fail(cell, &header, bytes);
             return;
         }
-        let (Some(def), Some(state)) = (cell.def().cloned(), self.state.as_mut()) else {
+        let (Some(def), Some(state)) = (cell.def(), self.state.as_mut()) else {
             let text = format!("kernel {:?} has no registered handler", cell.name());
             cell.record_error(ErrorCode::UnknownMessageType, text.clone());
             fail_request(cell, &mut self.local, &header, &text, false);
@@ -149,7 +149,8 @@ impl HostExecutor {
         // Counted before the handler runs: anyone who sees the handler's reply or K2K output also
         // sees this message in `messages_processed`.
         cell.control.add_processed(1);
-        let result = catch_unwind(AssertUnwindSafe(|| def.dispatch(state, bytes, &mut ctx)));
+        let result =
+            catch_unwind(AssertUnwindSafe(|| def.dispatch_decoded(state, &header, payload, &mut ctx)));
         let replied = ctx.replied;
         match result {
             Ok(Ok(())) => {
