@@ -58,7 +58,6 @@ pub struct ExecLocal {
     pub(crate) outbox: VecDeque<Outgoing>,
     names: HashMap<String, Arc<KernelCell>>,
     ids: HashMap<u32, Arc<KernelCell>>,
-    scratch: Vec<u8>,
 }
 
 impl ExecLocal {
@@ -192,13 +191,16 @@ impl<'a> Context<'a> {
         };
         if self.header.source == KernelId::HOST.0 {
             if self.header.correlation_id != 0 {
-                let mut scratch = core::mem::take(&mut self.local.scratch);
-                scratch.resize(self.cell.output.slot_size() as usize, 0);
-                let r = encode(&msg, &meta, &mut scratch)
-                    .map_err(Error::from)
-                    .map(|n| deliver_reply(self.cell, self.local, self.header.correlation_id, &scratch[..n]));
-                self.local.scratch = scratch;
-                return r;
+                // Encoded once, straight into the waiting caller's reply slot. If nobody waits
+                // (the call timed out), the reply goes to the output queue instead.
+                let slot_size = self.cell.output.slot_size() as usize;
+                let delivered =
+                    self.cell.replies.complete_with(self.header.correlation_id, slot_size, |buf| {
+                        encode(&msg, &meta, buf)
+                    })?;
+                if delivered == Delivery::Delivered {
+                    return Ok(());
+                }
             }
             self.push_or_queue(Route::HostOutput, &msg, &meta)
         } else {

@@ -11,7 +11,8 @@
 //!
 //! ```text
 //!  FREE --claim (gen+1)--> WAITING --complete--> FILLING --> READY --take--> FREE
-//!                             |
+//!                             |  ^                    |
+//!                             |  +---- fill failed ---+
 //!                             +--cancel--> CANCELLED --complete (late reply)--> FREE
 //! ```
 //!
@@ -124,12 +125,32 @@ impl ReplyTable {
 
     /// Delivers `reply` (an encoded envelope) to the caller waiting on `correlation_id`.
     pub fn complete(&self, correlation_id: u64, reply: &[u8]) -> Delivery {
+        let r = self.complete_with(correlation_id, reply.len(), |buf| {
+            buf.copy_from_slice(reply);
+            Ok::<_, core::convert::Infallible>(reply.len())
+        });
+        match r {
+            Ok(d) => d,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Like [`ReplyTable::complete`], but lets `fill` write the reply straight into the slot's
+    /// buffer (`capacity` bytes offered; `fill` returns how many it used), so the reply is encoded
+    /// once instead of encoded and copied. If `fill` fails the call keeps waiting (the slot is
+    /// returned to WAITING) and the error is handed back.
+    pub fn complete_with<E>(
+        &self,
+        correlation_id: u64,
+        capacity: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<Delivery, E> {
         let t = Ticket::from_correlation(correlation_id);
         let Some(slots) = self.slots.get() else {
-            return Delivery::NotPending;
+            return Ok(Delivery::NotPending);
         };
         let Some(slot) = slots.get(t.index as usize) else {
-            return Delivery::NotPending;
+            return Ok(Delivery::NotPending);
         };
         let gen = u64::from(t.generation) << 32;
         // Acquire on success: we take exclusive access to `buf` after the caller released it.
@@ -137,19 +158,28 @@ impl ReplyTable {
             Ok(_) => {
                 // SAFETY: FILLING gives this thread exclusive access to `buf` (module docs).
                 let buf = unsafe { &mut *slot.buf.get() };
-                buf.clear();
-                buf.extend_from_slice(reply);
-                // Release: pairs with the Acquire load in `poll_take`; publishes `buf`.
-                slot.word.store(gen | READY, Ordering::Release);
-                slot.waker.wake();
-                Delivery::Delivered
+                buf.resize(capacity, 0);
+                match fill(buf) {
+                    Ok(n) => {
+                        buf.truncate(n);
+                        // Release: pairs with the Acquire load in `poll_take`; publishes `buf`.
+                        slot.word.store(gen | READY, Ordering::Release);
+                        slot.waker.wake();
+                        Ok(Delivery::Delivered)
+                    }
+                    Err(e) => {
+                        // Nothing was delivered: the caller still waits (an error reply follows).
+                        slot.word.store(gen | WAITING, Ordering::Release);
+                        Err(e)
+                    }
+                }
             }
             Err(w) if w == gen | CANCELLED => {
                 // The caller gave up; free the slot and let our caller route the reply elsewhere.
                 let _ = slot.word.compare_exchange(w, gen | FREE, Ordering::Release, Ordering::Relaxed);
-                Delivery::NotPending
+                Ok(Delivery::NotPending)
             }
-            Err(_) => Delivery::NotPending,
+            Err(_) => Ok(Delivery::NotPending),
         }
     }
 
@@ -237,6 +267,20 @@ mod tests {
         let c = t.claim().unwrap();
         assert_eq!(c.index, a.index);
         assert_ne!(c.generation, a.generation);
+    }
+
+    #[test]
+    fn failed_fill_keeps_the_call_waiting() {
+        let t = ReplyTable::new(1);
+        let a = t.claim().unwrap();
+        assert_eq!(t.complete_with(a.correlation_id(), 8, |_| Err("too big")), Err("too big"));
+        assert_eq!(t.poll_take(a, None), Poll::Pending, "nothing delivered");
+        let r = t.complete_with(a.correlation_id(), 8, |b| {
+            b[..3].copy_from_slice(b"err");
+            Ok::<_, ()>(3)
+        });
+        assert_eq!(r, Ok(Delivery::Delivered));
+        assert_eq!(t.poll_take(a, None), Poll::Ready(b"err".to_vec()));
     }
 
     #[test]
