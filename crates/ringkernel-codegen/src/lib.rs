@@ -248,3 +248,5 @@ mod tests {
         write_struct(&mut String::new(), &bad);
     }
 }
+
+pub mod wgsl;

@@ -7,12 +7,14 @@
 //!   that can live in host, pinned or device memory.
 //! * [`message`]: the 64-byte envelope header, [`message::RingMessage`], and the plain-data and
 //!   rkyv payload codecs.
+//! * [`gpu`]: the 32-bit word layout that GPU code (WGSL) sees for messages and kernel state.
 //! * [`runtime`]: kernel definitions, lifecycle states, reply routing and the host-side kernel
 //!   handle that every backend shares.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod control_block;
 pub mod error;
+pub mod gpu;
 pub mod hlc;
 pub mod message;
 pub mod queue;

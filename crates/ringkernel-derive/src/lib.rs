@@ -6,7 +6,11 @@
 //!     `IntoBytes`, `FromBytes` and `Immutable` and is `#[repr(C)]`);
 //!   - type id: `#[message(type_id = 0x1001)]`, or, without it, a stable FNV-1a hash of the type's
 //!     module path and name with bit 63 set (explicit ids must stay below 2^63);
-//!   - `#[message(crate = "ringkernel_core")]` for code that depends on the core crate directly.
+//!   - `#[message(crate = "ringkernel_core")]` for code that depends on the core crate directly;
+//!   - or the GPU word layout with `#[message(gpu)]` (the type also derives `GpuType`), which GPU
+//!     handlers (WGSL) can read and write.
+//! * `#[derive(GpuType)]` describes a struct's GPU word layout (`ringkernel_core::gpu`), for
+//!   messages and for kernel state that lives on a GPU.
 //! * `#[ring_kernel]` on a handler function registers it at link time (through `inventory`) so that
 //!   `runtime.launch("name", ..)` finds it. Arguments: `name = "..."` (default: the function name).
 //!   The function takes `&mut State` (a `Default` type), the message, and optionally
@@ -22,11 +26,12 @@ use syn::{parse_macro_input, DeriveInput, Expr, ExprLit, FnArg, ItemFn, Lit, Pat
 struct MessageAttrs {
     type_id: Option<u64>,
     pod: bool,
+    gpu: bool,
     krate: syn::Path,
 }
 
 fn parse_message_attrs(input: &DeriveInput) -> syn::Result<MessageAttrs> {
-    let mut out = MessageAttrs { type_id: None, pod: false, krate: syn::parse_quote!(::ringkernel) };
+    let mut out = MessageAttrs { type_id: None, pod: false, gpu: false, krate: syn::parse_quote!(::ringkernel) };
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("message")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("type_id") {
@@ -54,13 +59,16 @@ fn parse_message_attrs(input: &DeriveInput) -> syn::Result<MessageAttrs> {
             } else if meta.path.is_ident("pod") {
                 out.pod = true;
                 Ok(())
+            } else if meta.path.is_ident("gpu") {
+                out.gpu = true;
+                Ok(())
             } else if meta.path.is_ident("crate") {
                 let s: syn::LitStr = meta.value()?.parse()?;
                 out.krate = s.parse()?;
                 Ok(())
             } else {
                 Err(meta.error(
-                    "unknown message attribute; expected `type_id = <int>`, `pod` or `crate = \"path\"`",
+                    "unknown message attribute; expected `type_id = <int>`, `pod`, `gpu` or `crate = \"path\"`",
                 ))
             }
         })?;
@@ -95,7 +103,18 @@ fn derive_inner(input: DeriveInput) -> syn::Result<TokenStream2> {
             quote!(#krate::message::type_id_from_path(concat!(module_path!(), "::", #name_str)))
         }
     };
-    let codec = if attrs.pod { quote!(#krate::message::pod) } else { quote!(#krate::message::rkyv_codec) };
+    if attrs.pod && attrs.gpu {
+        return Err(syn::Error::new(Span::call_site(), "`pod` and `gpu` are two different payload codecs; pick one"));
+    }
+    let (encode, decode) = if attrs.gpu {
+        (
+            quote!(#krate::gpu::encode(self, <Self as #krate::message::RingMessage>::type_name(), out)),
+            quote!(#krate::gpu::decode(bytes, <Self as #krate::message::RingMessage>::type_name())),
+        )
+    } else {
+        let codec = if attrs.pod { quote!(#krate::message::pod) } else { quote!(#krate::message::rkyv_codec) };
+        (quote!(#codec::encode(self, out)), quote!(#codec::decode(bytes)))
+    };
     Ok(quote! {
         impl #krate::message::RingMessage for #name {
             #[inline]
@@ -108,11 +127,64 @@ fn derive_inner(input: DeriveInput) -> syn::Result<TokenStream2> {
             }
             #[inline]
             fn encode_payload(&self, out: &mut [u8]) -> ::core::result::Result<usize, #krate::message::EncodeError> {
-                #codec::encode(self, out)
+                #encode
             }
             #[inline]
             fn decode_payload(bytes: &[u8]) -> ::core::result::Result<Self, #krate::message::DecodeError> {
-                #codec::decode(bytes)
+                #decode
+            }
+        }
+    })
+}
+
+/// Derives `ringkernel::gpu::GpuType`: the GPU word layout of a struct with named fields of type
+/// `u32`, `i32`, `f32`, `u64`, `i64`, `[T; N]` or `Vec<T>` of those (see `ringkernel_core::gpu`).
+#[proc_macro_derive(GpuType, attributes(message))]
+pub fn derive_gpu_type(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    gpu_type_inner(input).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
+fn gpu_type_inner(input: DeriveInput) -> syn::Result<TokenStream2> {
+    let attrs = parse_message_attrs(&input)?;
+    let krate = &attrs.krate;
+    if !input.generics.params.is_empty() {
+        return Err(syn::Error::new(input.generics.span(), "GpuType cannot be derived for generic types"));
+    }
+    let syn::Data::Struct(data) = &input.data else {
+        return Err(syn::Error::new(Span::call_site(), "GpuType can only be derived for structs"));
+    };
+    let fields: Vec<_> = match &data.fields {
+        syn::Fields::Named(n) => n.named.iter().collect(),
+        syn::Fields::Unit => Vec::new(),
+        syn::Fields::Unnamed(u) => {
+            return Err(syn::Error::new(u.span(), "GpuType needs named fields (GPU structs name every field)"))
+        }
+    };
+    let name = &input.ident;
+    let name_str = name.to_string();
+    let idents: Vec<_> = fields.iter().map(|f| f.ident.clone().expect("named")).collect();
+    let names: Vec<_> = idents.iter().map(|i| i.to_string()).collect();
+    let tys: Vec<_> = fields.iter().map(|f| &f.ty).collect();
+    Ok(quote! {
+        impl #krate::gpu::GpuType for #name {
+            const GPU_NAME: &'static str = #name_str;
+            const GPU_FIELDS: &'static [#krate::gpu::GpuField] = &[
+                #( #krate::gpu::GpuField {
+                    name: #names,
+                    kind: <#tys as #krate::gpu::GpuFieldType>::KIND,
+                }, )*
+            ];
+            fn gpu_write(&self, w: &mut #krate::gpu::GpuWriter<'_>)
+                -> ::core::result::Result<(), #krate::message::EncodeError> {
+                #( w.field(&self.#idents)?; )*
+                let _ = w;
+                Ok(())
+            }
+            fn gpu_read(r: &mut #krate::gpu::GpuReader<'_>)
+                -> ::core::result::Result<Self, #krate::message::DecodeError> {
+                let _ = &r;
+                Ok(Self { #( #idents: r.field()?, )* })
             }
         }
     })

@@ -55,11 +55,11 @@
 mod builder;
 
 pub use builder::{RingKernel, RuntimeBuilder};
-pub use ringkernel_core::{control_block, hlc, message, queue};
+pub use ringkernel_core::{control_block, gpu, hlc, message, queue};
 pub use ringkernel_core::{
     ControlBlock, Error, HlcClock, HlcTimestamp, KernelId, MessageId, Result, RingMessage,
 };
-pub use ringkernel_derive::{ring_kernel, RingMessage};
+pub use ringkernel_derive::{ring_kernel, GpuType, RingMessage};
 
 /// The runtime: [`RingKernel`], and the kernel definitions, handles, lifecycle and options of
 /// `ringkernel-core`.
@@ -87,5 +87,5 @@ pub mod prelude {
         RestartPolicy, TerminateReport, TrySendError,
     };
     pub use ringkernel_core::{Error, Result};
-    pub use ringkernel_derive::{ring_kernel, RingMessage};
+    pub use ringkernel_derive::{ring_kernel, GpuType, RingMessage};
 }

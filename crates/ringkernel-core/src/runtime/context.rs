@@ -65,6 +65,46 @@ impl ExecLocal {
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
     }
+
+    /// Delivers an envelope that `cell`'s kernel produced outside a CPU handler (a GPU kernel's
+    /// output read back by its backend): a reply to a waiting host `call` completes the call;
+    /// `target: None` is the host output queue; otherwise it goes to `target`'s input queue.
+    /// When the queue is full the envelope waits in the outbox, in order (see [`Self::flush`]).
+    pub fn deliver(&mut self, cell: &KernelCell, target: Option<Arc<KernelCell>>, bytes: &[u8]) {
+        let Ok((header, _)) = crate::message::decode_header(bytes) else {
+            cell.record_error(
+                crate::control_block::ErrorCode::Decode,
+                "the kernel produced a malformed envelope".to_string(),
+            );
+            return;
+        };
+        match target {
+            None if header.flags & FLAG_REPLY != 0 && header.correlation_id != 0 => {
+                deliver_reply(cell, self, header.correlation_id, bytes)
+            }
+            None => {
+                if !(self.outbox.is_empty() && cell.push_output_bytes(bytes)) {
+                    self.outbox.push_back(Outgoing { route: Route::HostOutput, bytes: bytes.to_vec() });
+                }
+            }
+            Some(t) => {
+                if !(self.outbox.is_empty() && t.push_input_bytes(bytes)) {
+                    self.outbox.push_back(Outgoing { route: Route::Kernel(t), bytes: bytes.to_vec() });
+                }
+            }
+        }
+    }
+
+    /// Answers a failed host request with an error reply (no-op for one-way messages); see
+    /// [`HostExecutor`](super::HostExecutor) for when `kernel_failed` is set.
+    pub fn fail_request(&mut self, cell: &KernelCell, header: &EnvelopeHeader, text: &str, kernel_failed: bool) {
+        fail_request(cell, self, header, text, kernel_failed);
+    }
+
+    /// Moves outbox entries into their queues; `true` once the outbox is empty.
+    pub fn flush(&mut self, cell: &KernelCell) -> bool {
+        flush_outbox(cell, self)
+    }
 }
 
 /// Handler context (see the module docs).

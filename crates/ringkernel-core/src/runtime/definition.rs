@@ -82,6 +82,23 @@ pub struct KernelDef {
     state_name: &'static str,
     make_state: Arc<dyn Fn() -> BoxedState + Send + Sync>,
     pub(crate) handlers: HashMap<u64, HandlerEntry>,
+    gpu: Vec<Arc<dyn GpuProgram>>,
+}
+
+/// A kernel's implementation for one GPU backend (for example `ringkernel_wgpu::WgslProgram`),
+/// carried by the [`KernelDef`] next to its CPU handlers.
+///
+/// A definition may hold CPU handlers and one program per GPU backend side by side; the backend a
+/// runtime runs on picks its own program and falls back to the CPU handlers when there is none.
+/// A program is plain data (source text and declarations), so a later code generator can produce
+/// it from Rust handlers without changing this interface.
+pub trait GpuProgram: Any + Send + Sync {
+    /// The backend this program is for (`"wgpu"`, `"cuda"`, `"metal"`).
+    fn backend(&self) -> &'static str;
+    /// Message types the program handles: type id, Rust type and name.
+    fn handled_types(&self) -> Vec<(u64, TypeId, &'static str)>;
+    /// Upcast for downcasting to the concrete program type.
+    fn as_any(&self) -> &dyn Any;
 }
 
 impl KernelDef {
@@ -102,6 +119,7 @@ impl KernelDef {
             state_name: core::any::type_name::<S>(),
             make_state: Arc::new(move || Box::new(factory()) as BoxedState),
             handlers: HashMap::new(),
+            gpu: Vec::new(),
         }
     }
 
@@ -165,6 +183,20 @@ impl KernelDef {
         Ok(self)
     }
 
+    /// Adds the kernel's program for one GPU backend (replacing an earlier one for that backend).
+    #[must_use]
+    pub fn gpu(mut self, program: impl GpuProgram) -> Self {
+        self.gpu.retain(|p| p.backend() != program.backend());
+        self.gpu.push(Arc::new(program));
+        self
+    }
+
+    /// The program for `backend`, downcast to its concrete type.
+    #[must_use]
+    pub fn gpu_program<P: GpuProgram>(&self, backend: &str) -> Option<&P> {
+        self.gpu.iter().find(|p| p.backend() == backend).and_then(|p| p.as_any().downcast_ref::<P>())
+    }
+
     /// Kernel name.
     #[must_use]
     pub fn name(&self) -> &str {
@@ -177,17 +209,33 @@ impl KernelDef {
         (self.make_state)()
     }
 
-    /// Whether the kernel handles type id `id`.
+    /// Whether the kernel handles type id `id` (with a CPU handler or in a GPU program).
     #[must_use]
     pub fn handles(&self, id: u64) -> bool {
-        self.handlers.contains_key(&id)
+        self.handlers.contains_key(&id) || self.gpu.iter().any(|p| p.handled_types().iter().any(|t| t.0 == id))
     }
 
-    /// Names of the handled message types.
+    /// Whether the kernel has CPU handlers (it can run on the CPU backend).
+    #[must_use]
+    pub fn has_cpu_handlers(&self) -> bool {
+        !self.handlers.is_empty()
+    }
+
+    /// Backends this kernel has GPU programs for.
+    #[must_use]
+    pub fn gpu_backends(&self) -> Vec<&'static str> {
+        self.gpu.iter().map(|p| p.backend()).collect()
+    }
+
+    /// Names of the handled message types (CPU handlers and GPU programs).
     #[must_use]
     pub fn accepted(&self) -> Vec<String> {
         let mut v: Vec<_> = self.handlers.values().map(|h| h.type_name.to_string()).collect();
+        for p in &self.gpu {
+            v.extend(p.handled_types().into_iter().map(|t| t.2.to_string()));
+        }
         v.sort();
+        v.dedup();
         v
     }
 
@@ -225,6 +273,15 @@ impl KernelDef {
                     self.state_name, other.state_name
                 ),
             });
+        }
+        for p in other.gpu {
+            if self.gpu.iter().any(|q| q.backend() == p.backend()) {
+                return Err(Error::KernelDefinition {
+                    kernel: self.name.clone(),
+                    detail: format!("two {} programs for one kernel", p.backend()),
+                });
+            }
+            self.gpu.push(p);
         }
         for (id, h) in other.handlers {
             if let Some(existing) = self.handlers.get(&id) {
@@ -320,6 +377,11 @@ impl KernelCatalog {
         }
         for (id, h) in &def.handlers {
             self.messages.register_raw(*id, h.rust_type, h.type_name)?;
+        }
+        for p in &def.gpu {
+            for (id, ty, name) in p.handled_types() {
+                self.messages.register_raw(id, ty, name)?;
+            }
         }
         match self.pending.get_mut(&def.name) {
             Some(existing) => existing.merge(def),

@@ -20,7 +20,7 @@ pub use context::{Context, ExecLocal, Target};
 #[doc(hidden)]
 pub use definition::inventory;
 pub use definition::{
-    BoxedState, DispatchError, HandlerEntry, HandlerError, HandlerOutput, KernelCatalog, KernelDef,
+    BoxedState, DispatchError, GpuProgram, HandlerEntry, HandlerError, HandlerOutput, KernelCatalog, KernelDef,
     KernelRegistration,
 };
 pub use exec::{HostExecutor, RunOutcome};
