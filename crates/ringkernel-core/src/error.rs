@@ -133,6 +133,17 @@ pub enum Error {
     /// HLC failure (drift or exhaustion).
     #[error(transparent)]
     Hlc(#[from] HlcError),
+    /// A GPU backend refused or lost a kernel: shader diagnostics, validation or out-of-memory
+    /// errors, device loss.
+    #[error("{backend} backend, kernel {kernel:?}: {detail}")]
+    Gpu {
+        /// Backend name.
+        backend: &'static str,
+        /// Kernel name.
+        kernel: String,
+        /// What went wrong (with the shader compiler's diagnostics where there are some).
+        detail: String,
+    },
     /// The runtime has been shut down.
     #[error("the runtime has been shut down")]
     ShutDown,

@@ -1,11 +1,30 @@
-//! RingKernel's WebGPU backend (wgpu): the crate that will hold event-driven GPU-resident kernels
-//! whose state and queues live in storage buffers between dispatches, with WGSL handlers written
-//! against generated declarations.
+//! RingKernel's WebGPU backend (wgpu): GPU-resident kernels whose handlers are WGSL, whose state
+//! and queues stay in device memory between messages, and which message each other on the
+//! device (K2K) with hybrid logical clocks advanced on the device.
 //!
-//! **Status: not implemented.** [`probe`] says so, so `Backend::Wgpu` is a clear error and
-//! `Backend::Auto` falls back to the CPU.
+//! * [`WgslProgram`]: a kernel's WGSL handlers plus the Rust types they use; `ringkernel-codegen`
+//!   generates everything else (structs, queue access, sends, the clock, the dispatch loop).
+//! * [`WgpuBackend`]: the device, its memory and the dispatcher (event-driven rounds: one
+//!   submission handles everything queued; see the `backend` module docs).
+//! * [`probe`]: whether a usable adapter exists, without opening a device.
+//!
+//! The design, the memory layout and its limits are described in `docs/05-gpu-backends.md`.
 
-/// Why this backend cannot be used in this build.
+mod backend;
+mod device;
+mod program;
+
+pub use backend::{probe_adapter, WgpuBackend, WgpuConfig};
+pub use program::WgslProgram;
+
+/// Whether this machine has an adapter the backend can use; software adapters count only when
+/// `RINGKERNEL_WGPU_ALLOW_SOFTWARE=1` (the rule `Backend::Auto` applies).
 pub fn probe() -> Result<(), String> {
-    Err("the wgpu backend is not implemented in this build of RingKernel".to_string())
+    probe_adapter(allow_software_from_env()).map(|_| ())
+}
+
+/// `RINGKERNEL_WGPU_ALLOW_SOFTWARE=1`.
+#[must_use]
+pub fn allow_software_from_env() -> bool {
+    std::env::var("RINGKERNEL_WGPU_ALLOW_SOFTWARE").as_deref() == Ok("1")
 }

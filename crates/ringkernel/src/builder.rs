@@ -16,6 +16,8 @@ pub struct RuntimeBuilder {
     backend: Backend,
     cpu: CpuConfig,
     defs: Vec<KernelDef>,
+    #[cfg(feature = "wgpu")]
+    wgpu: Option<ringkernel_wgpu::WgpuConfig>,
 }
 
 impl core::fmt::Debug for RuntimeBuilder {
@@ -52,6 +54,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Tuning of the wgpu backend (device memory, kernel count, software adapters).
+    #[cfg(feature = "wgpu")]
+    #[must_use]
+    pub fn wgpu_config(mut self, config: ringkernel_wgpu::WgpuConfig) -> Self {
+        self.wgpu = Some(config);
+        self
+    }
+
     /// Adds a kernel defined at run time (in addition to `#[ring_kernel]` functions).
     #[must_use]
     pub fn kernel(mut self, def: KernelDef) -> Self {
@@ -61,6 +71,26 @@ impl RuntimeBuilder {
 
     /// Starts the runtime.
     pub async fn build(self) -> Result<RingKernel> {
+        #[cfg(feature = "wgpu")]
+        let (backend, wgpu) = {
+            let explicit = self.backend == Backend::Wgpu;
+            let mut config = self.wgpu.clone().unwrap_or_default();
+            config.allow_software = explicit || ringkernel_wgpu::allow_software_from_env();
+            let mut backend = select_backend(self.backend)?;
+            let mut wgpu = None;
+            if backend == Backend::Wgpu {
+                match ringkernel_wgpu::WgpuBackend::new(config) {
+                    Ok(b) => wgpu = Some(b),
+                    Err(reason) if explicit => return Err(Error::BackendUnavailable { backend: "wgpu", reason }),
+                    Err(reason) => {
+                        tracing::info!("backend wgpu: {reason}; Backend::Auto chose the CPU backend");
+                        backend = Backend::Cpu;
+                    }
+                }
+            }
+            (backend, wgpu)
+        };
+        #[cfg(not(feature = "wgpu"))]
         let backend = select_backend(self.backend)?;
         let mut catalog = KernelCatalog::from_registrations()?;
         for d in self.defs {
@@ -76,6 +106,8 @@ impl RuntimeBuilder {
                 dir: Arc::new(Directory::default()),
                 catalog: Mutex::new(catalog),
                 cpu,
+                #[cfg(feature = "wgpu")]
+                wgpu,
                 next_id: AtomicU32::new(1),
                 shut_down: AtomicBool::new(false),
             }),
@@ -113,6 +145,9 @@ fn select_backend(requested: Backend) -> Result<Backend> {
             tracing::info!("Backend::Auto chose the CPU backend");
             Ok(Backend::Cpu)
         }
+        // An explicit Backend::Wgpu accepts a software adapter; WgpuBackend::new checks.
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu => Ok(Backend::Wgpu),
         gpu => match gpu_unavailable(gpu) {
             None => Ok(gpu),
             Some(reason) => Err(Error::BackendUnavailable { backend: gpu.name(), reason }),
@@ -125,6 +160,8 @@ struct Inner {
     dir: Arc<Directory>,
     catalog: Mutex<KernelCatalog>,
     cpu: CpuBackend,
+    #[cfg(feature = "wgpu")]
+    wgpu: Option<ringkernel_wgpu::WgpuBackend>,
     next_id: AtomicU32,
     shut_down: AtomicBool,
 }
@@ -141,6 +178,10 @@ impl Drop for Inner {
             }
         }
         self.cpu.shutdown();
+        #[cfg(feature = "wgpu")]
+        if let Some(w) = &self.wgpu {
+            w.shutdown();
+        }
     }
 }
 
@@ -202,9 +243,10 @@ impl RingKernel {
         let auto = options.auto_activate;
         let cell = Arc::new(KernelCell::new(id, name, def, options, known)?);
         inner.dir.insert(cell.clone())?;
-        // select_backend returns a GPU backend only once one exists; until then every kernel runs
-        // on the CPU pool.
-        inner.cpu.attach(&cell, &inner.dir);
+        if let Err(e) = self.place(&cell) {
+            cell.abort(&e.to_string());
+            return Err(e);
+        }
         if auto {
             cell.transition(KernelState::Active)?;
             cell.control.set_active(true);
@@ -212,6 +254,42 @@ impl RingKernel {
             cell.transition(KernelState::Inactive)?;
         }
         Ok(KernelHandle::new(cell, inner.dir.clone()))
+    }
+
+    /// Puts the kernel on the runtime's backend: a GPU backend runs kernels that carry a program
+    /// for it; every other kernel runs on the CPU pool, which needs CPU handlers.
+    fn place(&self, cell: &Arc<KernelCell>) -> Result<()> {
+        let inner = &*self.inner;
+        #[cfg(feature = "wgpu")]
+        if let (Some(w), Some(def)) = (&inner.wgpu, cell.def()) {
+            if ringkernel_wgpu::WgpuBackend::can_run(def) {
+                return w.attach(cell, &inner.dir);
+            }
+        }
+        if let Some(def) = cell.def() {
+            if !def.has_cpu_handlers() && !def.gpu_backends().is_empty() {
+                return Err(Error::KernelDefinition {
+                    kernel: cell.name().to_string(),
+                    detail: format!(
+                        "the kernel has only {:?} programs and no CPU handlers, and the runtime runs on {}",
+                        def.gpu_backends(),
+                        inner.backend.name()
+                    ),
+                });
+            }
+        }
+        inner.cpu.attach(cell, &inner.dir);
+        Ok(())
+    }
+
+    /// The GPU adapter in use, if the runtime runs on a GPU backend.
+    #[must_use]
+    pub fn adapter(&self) -> Option<String> {
+        #[cfg(feature = "wgpu")]
+        if let Some(w) = &self.inner.wgpu {
+            return Some(w.adapter());
+        }
+        None
     }
 
     /// A handle on a launched kernel, by name.
@@ -236,6 +314,10 @@ impl RingKernel {
             k.terminate().await?;
         }
         self.inner.cpu.shutdown();
+        #[cfg(feature = "wgpu")]
+        if let Some(w) = &self.inner.wgpu {
+            w.shutdown();
+        }
         Ok(())
     }
 }

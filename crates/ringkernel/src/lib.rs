@@ -70,6 +70,9 @@ pub mod runtime {
 
 /// The CPU backend's tuning knobs.
 pub use ringkernel_cpu::CpuConfig;
+/// The wgpu backend's public types ([`wgpu::WgslProgram`], [`wgpu::WgpuConfig`]).
+#[cfg(feature = "wgpu")]
+pub use ringkernel_wgpu as wgpu;
 
 #[doc(hidden)]
 pub mod __private {

@@ -9,34 +9,35 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use ringkernel::GpuType;
 
-#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq)]
-#[message(pod, type_id = 0x5001)]
-#[repr(C)]
+/// A number to add up, or to pass along a K2K chain (GPU word layout, so WGSL handlers read it).
+#[derive(RingMessage, GpuType, Clone, Copy, Debug, PartialEq)]
+#[message(gpu, type_id = 0x5001)]
 struct Num {
     seq: u64,
     value: u64,
 }
 
-#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq)]
-#[message(pod, type_id = 0x5002)]
-#[repr(C)]
+#[derive(RingMessage, GpuType, Clone, Copy, Debug, PartialEq)]
+#[message(gpu, type_id = 0x5002)]
 struct Total {
     count: u64,
     sum: u64,
 }
 
-#[derive(RingMessage, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
-#[message(type_id = 0x5003)]
-struct Blob {
-    data: Vec<u8>,
+/// A variable-length payload; the kernel answers with the words reversed.
+#[derive(RingMessage, GpuType, Debug, Clone, PartialEq)]
+#[message(gpu, type_id = 0x5003)]
+struct Words {
+    data: Vec<u32>,
 }
 
-#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug)]
-#[message(pod, type_id = 0x5004)]
-#[repr(C)]
+/// Makes the handler fail (a panic on the CPU, `rk_fail` in WGSL).
+#[derive(RingMessage, GpuType, Clone, Copy, Debug)]
+#[message(gpu, type_id = 0x5004)]
 struct Boom {
-    code: u64,
+    code: u32,
 }
 
 #[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug)]
@@ -46,49 +47,99 @@ struct Unhandled {
     x: u64,
 }
 
-#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug)]
-#[message(pod, type_id = 0x5006)]
-#[repr(C)]
-struct Slow {
-    millis: u64,
+/// Variable-size rkyv payload (CPU backend only).
+#[derive(RingMessage, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[message(type_id = 0x5006)]
+struct Blob {
+    data: Vec<u8>,
 }
 
-#[derive(Default)]
+#[derive(Default, GpuType)]
 struct Counter {
     count: u64,
     sum: u64,
 }
 
-/// A kernel that accumulates, echoes, answers totals, and panics on `Boom`.
+#[cfg(feature = "wgpu")]
+const COUNTER_WGSL: &str = r#"
+fn on_Num(m: Num) {
+    rk_state.count = rk_add64(rk_state.count, rk_u64(1u));
+    rk_state.sum = rk_add64(rk_state.sum, m.value);
+    rk_reply_Total(Total(rk_state.count, rk_state.sum));
+}
+fn on_Words(m: Words) {
+    rk_state.count = rk_add64(rk_state.count, rk_u64(1u));
+    for (var i = 0u; i < m.data.len; i++) {
+        rk_scratch_set_u32(i, rk_get_u32(m.data, m.data.len - 1u - i));
+    }
+    rk_reply_Words(Words(rk_scratch_slice(0u, m.data.len, 1u)));
+}
+fn on_Boom(m: Boom) {
+    rk_fail(m.code);
+}
+"#;
+
+/// A kernel that accumulates, echoes, answers totals, and fails on `Boom`; it carries CPU
+/// handlers and (with the `wgpu` feature) the same kernel in WGSL.
 fn counter_def(name: &str) -> KernelDef {
-    KernelDef::new::<Counter>(name)
+    let def = KernelDef::new::<Counter>(name)
         .on(|s: &mut Counter, n: Num, _ctx: &mut Context<'_>| {
             s.count += 1;
             s.sum += n.value;
             Total { count: s.count, sum: s.sum }
         })
-        .on(|s: &mut Counter, b: Blob, _ctx: &mut Context<'_>| {
+        .on(|s: &mut Counter, w: Words, _ctx: &mut Context<'_>| {
             s.count += 1;
-            Blob { data: b.data.iter().rev().copied().collect() }
+            Words { data: w.data.iter().rev().copied().collect() }
         })
         .on(|_s: &mut Counter, b: Boom, _ctx: &mut Context<'_>| -> Total {
             panic!("boom {}", b.code);
         })
-        .on(|_s: &mut Counter, m: Slow, _ctx: &mut Context<'_>| {
-            std::thread::sleep(Duration::from_millis(m.millis));
-            Total { count: 0, sum: m.millis }
-        })
+        .on(|s: &mut Counter, b: Blob, _ctx: &mut Context<'_>| {
+            s.count += 1;
+            Blob { data: b.data.iter().rev().copied().collect() }
+        });
+    #[cfg(feature = "wgpu")]
+    let def = def.gpu(
+        ringkernel::wgpu::WgslProgram::new::<Counter>(COUNTER_WGSL)
+            .handles::<Num>()
+            .handles::<Words>()
+            .handles::<Boom>()
+            .sends::<Total>()
+            .error_text(1, "boom 1")
+            .error_text(2, "boom 2")
+            .error_text(7, "boom 7"),
+    );
+    def
+}
+
+#[derive(Default, GpuType)]
+struct Seen {
+    count: u64,
 }
 
 /// A pipeline stage: forwards to `next`, or emits to the host when `next` is empty.
 fn stage_def(name: &str, next: Option<String>) -> KernelDef {
-    KernelDef::new::<u64>(name).on(move |seen: &mut u64, n: Num, ctx: &mut Context<'_>| -> Result<()> {
-        *seen += 1;
+    #[cfg(feature = "wgpu")]
+    let program = {
+        let body = if next.is_some() { "rk_send_Num(0u, m);" } else { "rk_emit_Num(m);" };
+        let src = format!("fn on_Num(m: Num) {{ rk_state.count = rk_add64(rk_state.count, rk_u64(1u)); {body} }}");
+        let p = ringkernel::wgpu::WgslProgram::new::<Seen>(src).handles::<Num>();
+        match &next {
+            Some(t) => p.route(t.clone()),
+            None => p,
+        }
+    };
+    let def = KernelDef::new::<Seen>(name).on(move |seen: &mut Seen, n: Num, ctx: &mut Context<'_>| -> Result<()> {
+        seen.count += 1;
         match &next {
             Some(t) => ctx.send_to(t, n),
             None => ctx.emit(n),
         }
-    })
+    });
+    #[cfg(feature = "wgpu")]
+    let def = def.gpu(program);
+    def
 }
 
 async fn runtime_with(backend: Backend, defs: Vec<KernelDef>) -> Option<RingKernel> {
@@ -173,8 +224,8 @@ async fn request_reply(backend: Backend) {
         let k = k.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..200u8 {
-                let data = vec![t, i, 1, 2, 3];
-                let r: Blob = k.call(Blob { data: data.clone() }).await.unwrap();
+                let data = vec![u32::from(t), u32::from(i), 1, 2, 3];
+                let r: Words = k.call(Words { data: data.clone() }).await.unwrap();
                 assert_eq!(r.data, data.iter().rev().copied().collect::<Vec<_>>(), "reply matches request");
             }
         }));
@@ -184,10 +235,15 @@ async fn request_reply(backend: Backend) {
     }
     assert_eq!(k.status().messages_processed, 1600);
     // Timeout: the late reply goes to the output queue instead of being lost.
-    let r: Result<Total> = k.call_timeout(Slow { millis: 100 }, Duration::from_millis(10)).await;
+    k.deactivate().await.unwrap();
+    let r: Result<Total> = k.call_timeout(Num { seq: 0, value: 100 }, Duration::from_millis(10)).await;
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    k.activate().await.unwrap();
     let late: Total = k.receive().await.unwrap();
     assert_eq!(late.sum, 100);
+    // An empty variable-length payload is fine too.
+    let r: Words = k.call(Words { data: vec![] }).await.unwrap();
+    assert!(r.data.is_empty());
     rt.shutdown().await.unwrap();
 }
 
@@ -261,8 +317,8 @@ async fn bad_input(backend: Backend) {
         other => panic!("{other:?}"),
     }
     // Oversized payload: typed error, nothing enqueued.
-    let big = Blob { data: vec![7; 10_000] };
-    match k.call::<_, Blob>(big).await {
+    let big = Words { data: vec![7; 10_000] };
+    match k.call::<_, Words>(big).await {
         Err(Error::Encode(ringkernel::message::EncodeError::PayloadTooLarge {
             needed, capacity, ..
         })) => {
@@ -340,7 +396,7 @@ async fn receive_type_mismatch(backend: Backend) {
     let Some(rt) = runtime_with(backend, vec![counter_def("mix")]).await else { return };
     let k = rt.launch("mix", LaunchOptions::default()).await.unwrap();
     k.send(Num { seq: 0, value: 3 }).await.unwrap();
-    match k.receive::<Blob>().await {
+    match k.receive::<Words>().await {
         Err(Error::UnexpectedMessage { message, .. }) => {
             assert_eq!(message.decode::<Total>().unwrap(), Total { count: 1, sum: 3 }, "handed back intact")
         }
@@ -443,8 +499,9 @@ async fn drop_without_shutdown(backend: Backend) {
     let k2 = k.clone();
     let calls = Arc::new(AtomicUsize::new(0));
     let c2 = calls.clone();
+    k.deactivate().await.unwrap();
     let pending = tokio::spawn(async move {
-        let r = k2.call::<_, Total>(Slow { millis: 300 }).await;
+        let r = k2.call::<_, Total>(Num { seq: 0, value: 1 }).await;
         c2.fetch_add(1, Ordering::SeqCst);
         r
     });
@@ -453,7 +510,7 @@ async fn drop_without_shutdown(backend: Backend) {
     drop(rt);
     assert!(started.elapsed() < Duration::from_secs(2), "drop does not hang");
     let r = tokio::time::timeout(Duration::from_secs(5), pending).await.expect("caller not left hanging");
-    let _ = r.unwrap(); // the reply or an error, either is fine; hanging is not
+    assert!(r.unwrap().is_err(), "the pending call gets an error, not silence");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -531,3 +588,18 @@ macro_rules! conformance {
 }
 
 conformance!(cpu, Backend::Cpu);
+#[cfg(feature = "wgpu")]
+conformance!(wgpu, Backend::Wgpu);
+
+/// rkyv payloads through request/reply (CPU handlers only: WGSL reads the GPU word layout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_rkyv_request_reply() {
+    let Some(rt) = runtime_with(Backend::Cpu, vec![counter_def("rkyv")]).await else { return };
+    let k = rt.launch("rkyv", LaunchOptions::default().with_max_message_bytes(1024)).await.unwrap();
+    for i in 0..100u8 {
+        let data = vec![i, 1, 2, 3];
+        let r: Blob = k.call(Blob { data: data.clone() }).await.unwrap();
+        assert_eq!(r.data, data.iter().rev().copied().collect::<Vec<_>>());
+    }
+    rt.shutdown().await.unwrap();
+}

@@ -39,7 +39,7 @@ pub const FLAG_KERNEL_FAILED: u16 = 1 << 3;
 
 /// The envelope header (layout in the [module docs](self)).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct EnvelopeHeader {
     /// [`ENVELOPE_MAGIC`].
     pub magic: u32,

@@ -1,0 +1,992 @@
+//! The wgpu backend's runtime: device memory, kernel attachment, and the dispatcher thread.
+//!
+//! # Event-driven dispatch
+//!
+//! WebGPU gives no forward-progress guarantee to a shader that never ends, so kernels are not
+//! resident loops: each kernel's queues and state stay in device memory (`rk_mem`, see
+//! `ringkernel_codegen::wgsl`), and one dispatcher thread runs *rounds*. A round:
+//!
+//! 1. moves everything queued in each active kernel's host input ring (where `send`, `call` and
+//!    CPU kernels put messages) into its device input queue, with one `write_buffer` per
+//!    contiguous run of slots;
+//! 2. encodes one compute pass with one single-invocation dispatch per kernel that has input,
+//!    plus, transitively, the wgpu kernels its routes point at, in launch order, so a K2K message
+//!    produced early in the pass is handled by its target later in the same submission;
+//! 3. copies the control blocks back, then the new output slots, and routes each output: replies
+//!    complete waiting `call`s, emits go to the host output ring, sends to non-wgpu kernels go to
+//!    their input rings.
+//!
+//! A burst of N messages therefore costs one submission and two read-backs, not N. The host
+//! writes `rk_mem` only between submissions (it waits for each to complete), which is the whole
+//! host↔device synchronisation contract; dispatches within a pass are ordered by WebGPU.
+//!
+//! Failures: a WGSL shader that does not compile, or a pipeline that does not validate, fails the
+//! launch with `Error::Gpu` and the compiler's diagnostics. `rk_fail` in a handler fails only its
+//! kernel (restart policy as on the CPU). A lost device or a failed read-back fails every kernel
+//! of the device with the reason; CPU kernels keep running.
+
+use crate::device::{self, Opened};
+use crate::program::WgslProgram;
+use ringkernel_codegen::wgsl::{ctrl, err, CTRL_WORDS, DESC_SIZE, DESC_STRIDE, GLOBAL_WORDS, MAX_ROUTES};
+use ringkernel_core::control_block::ErrorCode;
+use ringkernel_core::message::{decode_header, EnvelopeHeader, KernelId, FLAG_ERROR_REPLY};
+use ringkernel_core::runtime::{
+    Directory, Doorbell, ExecLocal, KernelCell, KernelDef, KernelState, RawMessage, RestartPolicy,
+};
+use ringkernel_core::{Error, Result};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Tuning of the wgpu backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgpuConfig {
+    /// Accept a software adapter (llvmpipe). `Backend::Wgpu` sets it; `Backend::Auto` sets it
+    /// only when `RINGKERNEL_WGPU_ALLOW_SOFTWARE=1`.
+    pub allow_software: bool,
+    /// Bytes of device memory for all kernels' queues and state (capped by the adapter's
+    /// storage-binding limit).
+    pub arena_bytes: u64,
+    /// Most wgpu kernels alive at once.
+    pub max_kernels: u32,
+}
+
+impl Default for WgpuConfig {
+    fn default() -> Self {
+        Self { allow_software: true, arena_bytes: 128 << 20, max_kernels: 16_384 }
+    }
+}
+
+/// Whether a usable adapter exists; `Err` says why not.
+pub fn probe_adapter(allow_software: bool) -> core::result::Result<String, String> {
+    device::probe(allow_software).map(|i| format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend))
+}
+
+/// First-fit allocator over word ranges of `rk_mem`.
+struct Alloc {
+    free: Vec<(u32, u32)>,
+    free_slots: Vec<u32>,
+}
+
+impl Alloc {
+    fn take(&mut self, words: u32) -> Option<u32> {
+        let words = words.div_ceil(64) * 64;
+        let i = self.free.iter().position(|&(_, len)| len >= words)?;
+        let (start, len) = self.free[i];
+        if len == words {
+            self.free.remove(i);
+        } else {
+            self.free[i] = (start + words, len - words);
+        }
+        Some(start)
+    }
+
+    fn give(&mut self, start: u32, words: u32) {
+        let words = words.div_ceil(64) * 64;
+        self.free.push((start, words));
+        self.free.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.free.len());
+        for (s, l) in self.free.drain(..) {
+            match merged.last_mut() {
+                Some((ps, pl)) if *ps + *pl == s => *pl += l,
+                _ => merged.push((s, l)),
+            }
+        }
+        self.free = merged;
+    }
+}
+
+struct Shared {
+    info: wgpu::AdapterInfo,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    mem: wgpu::Buffer,
+    descs: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+    layout: wgpu::PipelineLayout,
+    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    alloc: Mutex<Alloc>,
+    incoming: Mutex<Vec<GpuKernel>>,
+    pending: AtomicBool,
+    shutdown: AtomicBool,
+    thread: OnceLock<Thread>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+struct Bell(Weak<Shared>);
+
+impl Doorbell for Bell {
+    fn ring(&self) {
+        if let Some(s) = self.0.upgrade() {
+            // SeqCst: pairs with the dispatcher's clear-then-scan; either the dispatcher's scan
+            // sees the input published before this store, or it sees `pending` and runs again.
+            s.pending.store(true, Ordering::SeqCst);
+            if let Some(t) = s.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+}
+
+/// One wgpu kernel as the dispatcher sees it (host mirrors of its device control words).
+struct GpuKernel {
+    cell: Weak<KernelCell>,
+    dir: Weak<Directory>,
+    def: Arc<KernelDef>,
+    pipeline: wgpu::ComputePipeline,
+    id: u32,
+    slot: u32,
+    region: (u32, u32),
+    in_cap: u32,
+    in_slot: u32,
+    in_data: u32,
+    out_cap: u32,
+    out_slot: u32,
+    out_data: u32,
+    state_off: u32,
+    in_head: u32,
+    in_tail: u32,
+    out_head: u32,
+    out_tail: u32,
+    processed: u32,
+    initialized: bool,
+    failed: bool,
+    blocked: bool,
+    local: ExecLocal,
+}
+
+impl GpuKernel {
+    fn ctrl(&self) -> u32 {
+        GLOBAL_WORDS + self.slot * CTRL_WORDS
+    }
+    fn program(&self) -> &WgslProgram {
+        self.def.gpu_program::<WgslProgram>("wgpu").expect("checked at attach")
+    }
+}
+
+/// The wgpu backend of one runtime: a device, its memory, and the dispatcher thread.
+pub struct WgpuBackend {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl core::fmt::Debug for WgpuBackend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WgpuBackend").field("adapter", &self.shared.info.name).finish_non_exhaustive()
+    }
+}
+
+impl WgpuBackend {
+    /// Opens the best adapter and starts the dispatcher.
+    pub fn new(config: WgpuConfig) -> core::result::Result<Self, String> {
+        let Opened { info, device, queue, max_binding } = device::open(config.allow_software)?;
+        let lost = Arc::new(Mutex::new(None::<String>));
+        {
+            let lost = lost.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("device lost ({reason:?}): {msg}"));
+            });
+        }
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            tracing::error!("wgpu error outside any kernel launch: {e}");
+        }));
+        let ctrl_words = GLOBAL_WORDS + config.max_kernels * CTRL_WORDS;
+        let arena = config.arena_bytes.min(max_binding) / 4 * 4;
+        if arena / 4 <= u64::from(ctrl_words) + 4096 {
+            return Err(format!("the adapter's storage binding limit ({max_binding} bytes) is too small"));
+        }
+        let mem = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("ringkernel rk_mem"),
+            size: arena,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let descs = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("ringkernel kernel descriptors"),
+            size: u64::from(config.max_kernels) * DESC_STRIDE,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("ringkernel"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: false },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+                wgpu::BindGroupLayoutEntry {
+                    binding: 1,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(DESC_SIZE),
+                    },
+                    count: None,
+                },
+            ],
+        });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("ringkernel"),
+            layout: &bgl,
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: mem.as_entire_binding() },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &descs,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(DESC_SIZE),
+                    }),
+                },
+            ],
+        });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("ringkernel"),
+            bind_group_layouts: &[Some(&bgl)],
+            immediate_size: 0,
+        });
+        let arena_words = (arena / 4) as u32;
+        let shared = Arc::new(Shared {
+            info,
+            device,
+            queue,
+            mem,
+            descs,
+            bind_group,
+            layout,
+            pipelines: Mutex::new(HashMap::new()),
+            alloc: Mutex::new(Alloc {
+                free: vec![(ctrl_words.div_ceil(64) * 64, arena_words - ctrl_words.div_ceil(64) * 64)],
+                free_slots: (0..config.max_kernels).rev().collect(),
+            }),
+            incoming: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            thread: OnceLock::new(),
+            lost,
+        });
+        let weak = Arc::downgrade(&shared);
+        let handle = std::thread::Builder::new()
+            .name("ringkernel-wgpu".into())
+            .spawn(move || Dispatcher::new(weak).run())
+            .map_err(|e| format!("cannot start the dispatcher thread: {e}"))?;
+        let _ = shared.thread.set(handle.thread().clone());
+        tracing::info!("wgpu backend on {} ({:?}, {:?})", shared.info.name, shared.info.device_type, shared.info.backend);
+        Ok(Self { shared, thread: Mutex::new(Some(handle)) })
+    }
+
+    /// The adapter in use, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Cpu, Vulkan)`.
+    #[must_use]
+    pub fn adapter(&self) -> String {
+        format!("{} ({:?}, {:?})", self.shared.info.name, self.shared.info.device_type, self.shared.info.backend)
+    }
+
+    /// Whether `def` can run on this backend (it carries a `WgslProgram`).
+    #[must_use]
+    pub fn can_run(def: &KernelDef) -> bool {
+        def.gpu_program::<WgslProgram>("wgpu").is_some()
+    }
+
+    fn pipeline(&self, kernel: &str, program: &WgslProgram) -> Result<wgpu::ComputePipeline> {
+        let gpu_err = |detail: String| Error::Gpu { backend: "wgpu", kernel: kernel.to_string(), detail };
+        let source = program.wgsl().map_err(gpu_err)?;
+        let mut cache = self.shared.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(source) {
+            return Ok(p.clone());
+        }
+        let device = &self.shared.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(kernel),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel),
+            layout: Some(&self.shared.layout),
+            module: &module,
+            entry_point: Some("rk_main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(gpu_err(format!("the WGSL program does not compile:\n{e}")));
+        }
+        cache.insert(source.to_string(), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Places `cell`'s kernel on the device: compiles (or reuses) its pipeline, allocates its
+    /// queues and state, and hands it to the dispatcher.
+    pub fn attach(&self, cell: &Arc<KernelCell>, dir: &Arc<Directory>) -> Result<()> {
+        let name = cell.name().to_string();
+        let gpu_err = |detail: String| Error::Gpu { backend: "wgpu", kernel: name.clone(), detail };
+        let def = cell.def().cloned().ok_or_else(|| gpu_err("no kernel definition".into()))?;
+        let program = def
+            .gpu_program::<WgslProgram>("wgpu")
+            .ok_or_else(|| gpu_err("the kernel definition carries no WgslProgram".into()))?;
+        if program.routes().len() > MAX_ROUTES as usize {
+            return Err(gpu_err(format!("{} routes; at most {MAX_ROUTES}", program.routes().len())));
+        }
+        if let Some(reason) = self.shared.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(gpu_err(reason));
+        }
+        let pipeline = self.pipeline(&name, program)?;
+        let opts = cell.options();
+        let slot_words = (opts.slot_size() as u32).div_ceil(4);
+        let in_cap = (opts.input_capacity.max(2) as u32).next_power_of_two();
+        let out_cap = (opts.output_capacity.max(2) as u32).next_power_of_two();
+        let state_words = program.init_state().len() as u32;
+        let scratch_words = slot_words;
+        let words = (in_cap + out_cap) * slot_words + state_words.div_ceil(4) * 4 + scratch_words;
+        let (slot, start) = {
+            let mut a = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(slot) = a.free_slots.pop() else {
+                return Err(gpu_err("too many wgpu kernels alive (WgpuConfig::max_kernels)".into()));
+            };
+            let Some(start) = a.take(words) else {
+                a.free_slots.push(slot);
+                return Err(gpu_err(format!(
+                    "out of device memory: {} bytes needed for the queues and state, the arena has no such \
+                     free range (lower the queue capacity or max_message_bytes, or raise WgpuConfig::arena_bytes)",
+                    u64::from(words) * 4
+                )));
+            };
+            (slot, start)
+        };
+        let in_data = start;
+        let out_data = in_data + in_cap * slot_words;
+        let state_off = out_data + out_cap * slot_words;
+        let scratch = state_off + state_words.div_ceil(4) * 4;
+        let k = GpuKernel {
+            cell: Arc::downgrade(cell),
+            dir: Arc::downgrade(dir),
+            def: def.clone(),
+            pipeline,
+            id: cell.id().0,
+            slot,
+            region: (start, words),
+            in_cap,
+            in_slot: slot_words,
+            in_data,
+            out_cap,
+            out_slot: slot_words,
+            out_data,
+            state_off,
+            in_head: 0,
+            in_tail: 0,
+            out_head: 0,
+            out_tail: 0,
+            processed: 0,
+            initialized: false,
+            failed: false,
+            blocked: false,
+            local: ExecLocal::default(),
+        };
+        // Control block and initial state, written before the kernel's first dispatch.
+        let mut c = vec![0u32; CTRL_WORDS as usize];
+        c[ctrl::IN_CAP as usize] = in_cap;
+        c[ctrl::IN_SLOT as usize] = slot_words;
+        c[ctrl::IN_DATA as usize] = in_data;
+        c[ctrl::OUT_CAP as usize] = out_cap;
+        c[ctrl::OUT_SLOT as usize] = slot_words;
+        c[ctrl::OUT_DATA as usize] = out_data;
+        c[ctrl::STATE as usize] = state_off;
+        c[ctrl::SCRATCH as usize] = scratch;
+        c[ctrl::SCRATCH_WORDS as usize] = scratch_words;
+        c[ctrl::KERNEL_ID as usize] = cell.id().0;
+        let q = &self.shared.queue;
+        q.write_buffer(&self.shared.mem, u64::from(k.ctrl()) * 4, &words_to_bytes(&c));
+        if !program.init_state().is_empty() {
+            q.write_buffer(&self.shared.mem, u64::from(state_off) * 4, &words_to_bytes(program.init_state()));
+        }
+        cell.set_doorbell(Arc::new(Bell(Arc::downgrade(&self.shared))));
+        self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(k);
+        cell.ring();
+        Ok(())
+    }
+
+    /// Stops the dispatcher (kernels should have been terminated first).
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if let Some(t) = self.shared.thread.get() {
+            t.unpark();
+        }
+        if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for WgpuBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn words_to_bytes(w: &[u32]) -> Vec<u8> {
+    w.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn word(bytes: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
+}
+
+/// What a round found.
+#[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+enum Busy {
+    Idle,
+    Blocked,
+    Work,
+}
+
+struct Dispatcher {
+    shared: Weak<Shared>,
+    kernels: Vec<GpuKernel>,
+    ctrl_rb: Option<wgpu::Buffer>,
+    data_rb: Option<wgpu::Buffer>,
+}
+
+impl Dispatcher {
+    fn new(shared: Weak<Shared>) -> Self {
+        Self { shared, kernels: Vec::new(), ctrl_rb: None, data_rb: None }
+    }
+
+    fn run(mut self) {
+        loop {
+            let Some(shared) = self.shared.upgrade() else { return };
+            if shared.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            // Cleared before the scan: a doorbell rung during the round sets it again (see Bell).
+            shared.pending.store(false, Ordering::SeqCst);
+            let busy = self.round(&shared);
+            let pending = shared.pending.load(Ordering::SeqCst);
+            drop(shared);
+            match busy {
+                Busy::Work => {}
+                _ if pending => {}
+                // Waiting for the host to drain an output ring or a full CPU kernel's input.
+                Busy::Blocked => std::thread::park_timeout(Duration::from_micros(200)),
+                // Nothing to do until a doorbell rings (the timeout only bounds a missed wake-up).
+                Busy::Idle => std::thread::park_timeout(Duration::from_secs(1)),
+            }
+        }
+    }
+
+    fn readback(shared: &Shared, buf: &wgpu::Buffer, size: u64) -> core::result::Result<Vec<u8>, String> {
+        let slice = buf.slice(..size);
+        let (tx, rx) = mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        device::wait_idle(&shared.device)?;
+        rx.recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "the read-back never completed".to_string())?
+            .map_err(|e| format!("mapping the read-back buffer failed: {e}"))?;
+        let data = slice.get_mapped_range().map_err(|e| format!("read-back range: {e}"))?.to_vec();
+        buf.unmap();
+        Ok(data)
+    }
+
+    fn rb_buffer(shared: &Shared, slot: &mut Option<wgpu::Buffer>, size: u64) -> wgpu::Buffer {
+        if let Some(b) = slot.as_ref().filter(|b| b.size() >= size) {
+            return b.clone();
+        }
+        let b = shared.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("ringkernel read-back"),
+            size: size.next_power_of_two().max(4096),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        *slot = Some(b.clone());
+        b
+    }
+
+    fn round(&mut self, shared: &Shared) -> Busy {
+        let mut busy = Busy::Idle;
+        self.kernels.append(&mut shared.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(reason) = shared.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            self.fail_all(&reason);
+        }
+        // 1. Host side: lifecycle, outboxes, uploads.
+        let mut i = 0;
+        while i < self.kernels.len() {
+            match self.prepare(shared, i) {
+                None => {
+                    let k = self.kernels.swap_remove(i);
+                    self.release(shared, &k);
+                    // swap_remove changed the launch order; restore it (slot order = launch order
+                    // is not guaranteed either, so sort by id, which is).
+                    self.kernels.sort_by_key(|k| k.id);
+                    continue;
+                }
+                Some(b) => busy = busy.max(b),
+            }
+            i += 1;
+        }
+        // 2. Which kernels to dispatch: those with device input, and what their routes reach.
+        let by_id: HashMap<u32, usize> = self.kernels.iter().enumerate().map(|(i, k)| (k.id, i)).collect();
+        let mut routes: Vec<Vec<(u32, u32)>> = Vec::with_capacity(self.kernels.len());
+        for k in &self.kernels {
+            routes.push(self.resolve_routes(k, &by_id));
+        }
+        let runnable = |k: &GpuKernel| {
+            k.initialized
+                && !k.failed
+                && k.local.outbox_len() == 0
+                && k.cell.upgrade().is_some_and(|c| c.control.is_active() || c.control.terminate_requested())
+        };
+        let mut dispatch = vec![false; self.kernels.len()];
+        let mut stack: Vec<usize> = (0..self.kernels.len())
+            .filter(|&i| runnable(&self.kernels[i]) && self.kernels[i].in_tail != self.kernels[i].in_head)
+            .collect();
+        let mut watch = vec![false; self.kernels.len()];
+        while let Some(i) = stack.pop() {
+            if dispatch[i] {
+                continue;
+            }
+            dispatch[i] = true;
+            watch[i] = true;
+            for &(tctrl, tid) in &routes[i] {
+                if tctrl == 0 {
+                    continue;
+                }
+                if let Some(&t) = by_id.get(&tid) {
+                    watch[t] = true;
+                    if runnable(&self.kernels[t]) {
+                        stack.push(t);
+                    }
+                }
+            }
+        }
+        if !dispatch.iter().any(|&d| d) {
+            return busy;
+        }
+        // 3. Encode: globals, descriptors, one pass, control-block copy.
+        let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        shared.queue.write_buffer(&shared.mem, 0, &words_to_bytes(&[now_us as u32, (now_us >> 32) as u32]));
+        for (i, k) in self.kernels.iter().enumerate().filter(|(i, _)| dispatch[*i]) {
+            let mut d = vec![0u32; (DESC_SIZE / 4) as usize];
+            d[0] = k.ctrl();
+            d[1] = routes[i].len() as u32;
+            d[2] = k.id;
+            for (r, &(tctrl, tid)) in routes[i].iter().enumerate() {
+                d[4 + r] = tctrl;
+                d[4 + MAX_ROUTES as usize + r] = tid;
+            }
+            shared.queue.write_buffer(&shared.descs, u64::from(k.slot) * DESC_STRIDE, &words_to_bytes(&d));
+        }
+        let watched: Vec<usize> = (0..self.kernels.len()).filter(|&i| watch[i]).collect();
+        let lo = watched.iter().map(|&i| self.kernels[i].slot).min().unwrap_or(0);
+        let hi = watched.iter().map(|&i| self.kernels[i].slot).max().unwrap_or(0);
+        let ctrl_bytes = u64::from(hi - lo + 1) * u64::from(CTRL_WORDS) * 4;
+        let ctrl_rb = Self::rb_buffer(shared, &mut self.ctrl_rb, ctrl_bytes);
+        let mut enc = shared.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("ringkernel round"),
+                timestamp_writes: None,
+            });
+            for (_, k) in self.kernels.iter().enumerate().filter(|(i, _)| dispatch[*i]) {
+                pass.set_pipeline(&k.pipeline);
+                pass.set_bind_group(0, &shared.bind_group, &[(u64::from(k.slot) * DESC_STRIDE) as u32]);
+                pass.dispatch_workgroups(1, 1, 1);
+            }
+        }
+        let ctrl_base = u64::from(GLOBAL_WORDS + lo * CTRL_WORDS) * 4;
+        enc.copy_buffer_to_buffer(&shared.mem, ctrl_base, &ctrl_rb, 0, ctrl_bytes);
+        shared.queue.submit([enc.finish()]);
+        let ctrl_data = match Self::readback(shared, &ctrl_rb, ctrl_bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                self.fail_all(&e);
+                return Busy::Idle;
+            }
+        };
+        // 4. Mirror the control words; collect output (and failed kernels' input) ranges.
+        let mut copies: Vec<(usize, bool, u64, u64)> = Vec::new(); // (kernel, is_input, src word, words)
+        for &i in &watched {
+            let k = &mut self.kernels[i];
+            let base = ((k.slot - lo) * CTRL_WORDS) as usize;
+            let c = |w: u32| word(&ctrl_data, base + w as usize);
+            let (old_in_tail, old_processed) = (k.in_tail, k.processed);
+            k.in_head = c(ctrl::IN_HEAD);
+            k.in_tail = c(ctrl::IN_TAIL);
+            k.out_tail = c(ctrl::OUT_TAIL);
+            k.processed = c(ctrl::PROCESSED);
+            k.blocked = c(ctrl::BLOCKED) != 0;
+            if let Some(cell) = k.cell.upgrade() {
+                // Device K2K deliveries count as accepted; handled messages leave the count.
+                let arrived = k.in_tail.wrapping_sub(old_in_tail);
+                let handled = k.processed.wrapping_sub(old_processed);
+                if arrived > 0 {
+                    cell.control.add_in_flight(i64::from(arrived));
+                }
+                if handled > 0 {
+                    cell.control.add_processed(u64::from(handled));
+                    cell.control.add_in_flight(-i64::from(handled));
+                }
+                let hlc = u64::from(c(ctrl::HLC_LO)) | (u64::from(c(ctrl::HLC_HI)) << 32);
+                if hlc != 0 {
+                    cell.control.set_hlc_packed(hlc);
+                }
+                if c(ctrl::STATUS) != 0 && !k.failed {
+                    let info = (c(ctrl::FAIL_CODE), u64::from(c(ctrl::FAIL_CORR_LO)) | (u64::from(c(ctrl::FAIL_CORR_HI)) << 32), c(ctrl::FAIL_SOURCE));
+                    Self::on_fail(shared, k, &cell, info);
+                }
+            }
+            push_ranges(&mut copies, i, false, k.out_head, k.out_tail, k.out_cap, k.out_slot, k.out_data);
+            if k.failed {
+                push_ranges(&mut copies, i, true, k.in_head, k.in_tail, k.in_cap, k.in_slot, k.in_data);
+            }
+            if k.in_tail != k.in_head && !k.failed || k.blocked {
+                busy = Busy::Work;
+            }
+        }
+        // 5. Read the output slots back and route them.
+        if !copies.is_empty() {
+            let total: u64 = copies.iter().map(|c| c.3 * 4).sum();
+            let data_rb = Self::rb_buffer(shared, &mut self.data_rb, total);
+            let mut enc = shared.device.create_command_encoder(&Default::default());
+            let mut at = 0u64;
+            for c in &copies {
+                enc.copy_buffer_to_buffer(&shared.mem, c.2 * 4, &data_rb, at, c.3 * 4);
+                at += c.3 * 4;
+            }
+            shared.queue.submit([enc.finish()]);
+            let data = match Self::readback(shared, &data_rb, total) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.fail_all(&e);
+                    return Busy::Idle;
+                }
+            };
+            let mut at = 0usize;
+            for &(i, is_input, _, words) in &copies {
+                let k = &mut self.kernels[i];
+                let slot_bytes = k.out_slot as usize * 4;
+                let chunk = &data[at..at + words as usize * 4];
+                at += words as usize * 4;
+                for slot in chunk.chunks_exact(slot_bytes) {
+                    if is_input {
+                        Self::return_or_fail_bytes(k, slot);
+                    } else {
+                        Self::route_output(k, slot);
+                    }
+                }
+            }
+            for &i in &watched {
+                let k = &mut self.kernels[i];
+                if k.out_head != k.out_tail {
+                    k.out_head = k.out_tail;
+                    shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::OUT_HEAD) * 4, &k.out_head.to_le_bytes());
+                }
+                if k.failed && k.in_head != k.in_tail {
+                    k.in_head = k.in_tail;
+                    shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::IN_HEAD) * 4, &k.in_head.to_le_bytes());
+                }
+            }
+            busy = Busy::Work;
+        }
+        for &i in &watched {
+            if let Some(cell) = self.kernels[i].cell.upgrade() {
+                cell.input_waiters.notify();
+            }
+        }
+        busy
+    }
+
+    /// Host-side work for one kernel before the pass. `None`: the kernel is gone; forget it.
+    fn prepare(&mut self, shared: &Shared, i: usize) -> Option<Busy> {
+        let k = &mut self.kernels[i];
+        let cell = k.cell.upgrade()?;
+        k.dir.upgrade()?;
+        if cell.state() == KernelState::Terminated {
+            return None;
+        }
+        k.initialized = true;
+        let mut busy = Busy::Idle;
+        if !k.local.flush(&cell) {
+            busy = Busy::Blocked;
+        }
+        if cell.state() == KernelState::Failed && !k.failed {
+            k.failed = true;
+        }
+        if k.failed {
+            Self::drain_host_failed(k, &cell);
+        } else if busy == Busy::Idle && (cell.control.is_active() || cell.control.terminate_requested()) {
+            // A kernel whose outbox waits for room takes no new input (backpressure upstream).
+            if Self::upload(shared, k, &cell) {
+                busy = Busy::Work;
+            }
+        }
+        let device_empty = k.in_head == k.in_tail || k.failed;
+        if cell.control.terminate_requested()
+            && cell.input.is_empty()
+            && device_empty
+            && k.out_head == k.out_tail
+            && k.local.outbox_len() == 0
+        {
+            let _ = cell.transition(KernelState::Terminated);
+            cell.control.mark_terminated();
+            cell.lifecycle_waiters.notify();
+            cell.output_waiters.notify();
+            cell.input_waiters.notify();
+            return None;
+        }
+        Some(busy)
+    }
+
+    /// Moves the host input ring into the device input queue; `true` if anything moved.
+    fn upload(shared: &Shared, k: &mut GpuKernel, cell: &KernelCell) -> bool {
+        let free = k.in_cap - k.in_tail.wrapping_sub(k.in_head);
+        if free == 0 || cell.input.is_empty() {
+            return false;
+        }
+        let slot_bytes = k.in_slot as usize * 4;
+        let mut run: Vec<u8> = Vec::new();
+        let mut run_start = k.in_tail;
+        let mut tail = k.in_tail;
+        let mut rejected = 0i64;
+        let mut moved = false;
+        let flush_run = |run: &mut Vec<u8>, start: u32, k: &GpuKernel| {
+            if !run.is_empty() {
+                let at = k.in_data + (start & (k.in_cap - 1)) * k.in_slot;
+                shared.queue.write_buffer(&shared.mem, u64::from(at) * 4, run);
+                run.clear();
+            }
+        };
+        let program_accepts = |id: u64| k.program().handles_type(id);
+        let mut failures: Vec<(EnvelopeHeader, String, ErrorCode)> = Vec::new();
+        let mut budget = free;
+        while budget > 0 {
+            let n = cell.input.pop_batch_with(budget.min(64) as usize, |bytes| {
+                moved = true;
+                match decode_header(bytes) {
+                    Err(e) => {
+                        rejected += 1;
+                        failures.push((
+                            EnvelopeHeader::default(),
+                            format!("dropped malformed input message: {e}"),
+                            ErrorCode::Decode,
+                        ));
+                    }
+                    Ok((h, _)) if !program_accepts(h.type_id) => {
+                        rejected += 1;
+                        failures.push((
+                            h,
+                            format!(
+                                "kernel {:?} has no WGSL handler for message type {:#x}",
+                                cell.name(),
+                                h.type_id
+                            ),
+                            ErrorCode::UnknownMessageType,
+                        ));
+                    }
+                    Ok(_) => {
+                        if tail & (k.in_cap - 1) == 0 && tail != run_start {
+                            // Wrapped: the next slot is not contiguous with the run.
+                            flush_run(&mut run, run_start, k);
+                            run_start = tail;
+                        }
+                        let at = run.len();
+                        run.resize(at + slot_bytes, 0);
+                        run[at..at + bytes.len()].copy_from_slice(bytes);
+                        tail = tail.wrapping_add(1);
+                    }
+                }
+            });
+            if n == 0 {
+                break;
+            }
+            budget = k.in_cap - tail.wrapping_sub(k.in_head);
+        }
+        flush_run(&mut run, run_start, k);
+        if tail != k.in_tail {
+            k.in_tail = tail;
+            shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::IN_TAIL) * 4, &tail.to_le_bytes());
+        }
+        if rejected > 0 {
+            cell.control.add_in_flight(-rejected);
+        }
+        for (h, text, code) in failures {
+            cell.record_error(code, text.clone());
+            k.local.fail_request(cell, &h, &text, false);
+        }
+        if moved {
+            cell.input_waiters.notify();
+        }
+        moved
+    }
+
+    fn resolve_routes(&self, k: &GpuKernel, by_id: &HashMap<u32, usize>) -> Vec<(u32, u32)> {
+        let Some(dir) = k.dir.upgrade() else { return Vec::new() };
+        k.program()
+            .routes()
+            .iter()
+            .map(|name| match dir.by_name(name) {
+                Some(t) if t.state() != KernelState::Terminated => match by_id.get(&t.id().0) {
+                    Some(&ti) if !self.kernels[ti].failed && self.kernels[ti].initialized => {
+                        (self.kernels[ti].ctrl(), t.id().0)
+                    }
+                    _ => (0, t.id().0),
+                },
+                _ => (0, u32::MAX),
+            })
+            .collect()
+    }
+
+    fn route_output(k: &mut GpuKernel, slot: &[u8]) {
+        let Some(cell) = k.cell.upgrade() else { return };
+        let (header, payload) = match decode_header(slot) {
+            Ok(hp) => hp,
+            Err(e) => {
+                cell.record_error(ErrorCode::Decode, format!("the WGSL kernel wrote a malformed envelope: {e}"));
+                return;
+            }
+        };
+        let bytes = &slot[..ringkernel_core::message::ENVELOPE_HEADER_SIZE + payload.len()];
+        if header.flags & FLAG_ERROR_REPLY != 0 {
+            let code = payload.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4")));
+            let text = format!("handler error: {}", k.program().describe_error(code));
+            let ec = match code {
+                err::UNKNOWN_TYPE => ErrorCode::UnknownMessageType,
+                err::MALFORMED => ErrorCode::Decode,
+                _ => ErrorCode::HandlerError,
+            };
+            cell.record_error(ec, text.clone());
+            let request = EnvelopeHeader { correlation_id: header.correlation_id, source: header.destination, ..header };
+            k.local.fail_request(&cell, &request, &text, false);
+            return;
+        }
+        if header.destination == KernelId::HOST.0 {
+            k.local.deliver(&cell, None, bytes);
+            return;
+        }
+        let target = k.dir.upgrade().and_then(|d| d.by_id(KernelId(header.destination)));
+        match target {
+            Some(t) if t.state().accepts_messages() => k.local.deliver(&cell, Some(t), bytes),
+            _ => {
+                cell.record_error(
+                    ErrorCode::QueueFull,
+                    format!("K2K target {} of {} is not running; message kept", header.destination, cell.name()),
+                );
+                if let Ok(raw) = RawMessage::from_bytes(bytes) {
+                    cell.return_message(raw);
+                }
+            }
+        }
+    }
+
+    fn return_or_fail_bytes(k: &mut GpuKernel, bytes: &[u8]) {
+        let Some(cell) = k.cell.upgrade() else { return };
+        let Ok((h, payload)) = decode_header(bytes) else { return };
+        let bytes = &bytes[..ringkernel_core::message::ENVELOPE_HEADER_SIZE + payload.len()];
+        cell.control.add_in_flight(-1);
+        if h.correlation_id != 0 && h.source == 0 {
+            let text = format!(
+                "kernel {:?} failed before handling this request: {}",
+                cell.name(),
+                cell.last_error().unwrap_or_default()
+            );
+            k.local.fail_request(&cell, &h, &text, true);
+        } else if let Ok(raw) = RawMessage::from_bytes(bytes) {
+            cell.return_message(raw);
+        }
+    }
+
+    fn drain_host_failed(k: &mut GpuKernel, cell: &KernelCell) {
+        let mut taken: Vec<Vec<u8>> = Vec::new();
+        while cell.input.pop_batch_with(64, |b| taken.push(b.to_vec())) > 0 {}
+        for b in taken {
+            Self::return_or_fail_bytes(k, &b);
+        }
+        cell.input_waiters.notify();
+    }
+
+    fn on_fail(shared: &Shared, k: &mut GpuKernel, cell: &KernelCell, (code, corr, source): (u32, u64, u32)) {
+        let text = format!("WGSL handler failed: {}", k.program().describe_error(code));
+        cell.record_error(ErrorCode::HandlerPanic, text.clone());
+        let restart = match cell.options().restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::Restart { max_restarts } => cell.control.restarts() < max_restarts,
+        };
+        let request = EnvelopeHeader { correlation_id: corr, source, ..EnvelopeHeader::default() };
+        if restart {
+            cell.control.record_restart();
+            let init = k.program().init_state().to_vec();
+            if !init.is_empty() {
+                shared.queue.write_buffer(&shared.mem, u64::from(k.state_off) * 4, &words_to_bytes(&init));
+            }
+            shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::STATUS) * 4, &0u32.to_le_bytes());
+            tracing::warn!(kernel = cell.name(), "{text}; restarted with fresh state");
+            k.local.fail_request(cell, &request, &text, false);
+        } else {
+            tracing::error!(kernel = cell.name(), "{text}; kernel failed");
+            k.failed = true;
+            let _ = cell.transition(KernelState::Failed);
+            k.local.fail_request(cell, &request, &text, true);
+            cell.lifecycle_waiters.notify();
+            cell.output_waiters.notify();
+        }
+    }
+
+    fn fail_all(&mut self, reason: &str) {
+        for k in &mut self.kernels {
+            if k.failed {
+                continue;
+            }
+            let Some(cell) = k.cell.upgrade() else { continue };
+            k.failed = true;
+            let text = format!("the wgpu device failed: {reason}");
+            cell.record_error(ErrorCode::HandlerPanic, text.clone());
+            let _ = cell.transition(KernelState::Failed);
+            for corr in cell.replies.waiting() {
+                let h = EnvelopeHeader { correlation_id: corr, ..EnvelopeHeader::default() };
+                k.local.fail_request(&cell, &h, &text, true);
+            }
+            cell.lifecycle_waiters.notify();
+            cell.output_waiters.notify();
+        }
+    }
+
+    fn release(&mut self, shared: &Shared, k: &GpuKernel) {
+        let mut a = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        a.give(k.region.0, k.region.1);
+        a.free_slots.push(k.slot);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_ranges(
+    out: &mut Vec<(usize, bool, u64, u64)>,
+    i: usize,
+    is_input: bool,
+    head: u32,
+    tail: u32,
+    cap: u32,
+    slot_words: u32,
+    data: u32,
+) {
+    let n = tail.wrapping_sub(head);
+    if n == 0 || n > cap {
+        return;
+    }
+    let first = head & (cap - 1);
+    let until_wrap = (cap - first).min(n);
+    out.push((i, is_input, u64::from(data + first * slot_words), u64::from(until_wrap * slot_words)));
+    if n > until_wrap {
+        out.push((i, is_input, u64::from(data), u64::from((n - until_wrap) * slot_words)));
+    }
+}
