@@ -434,6 +434,7 @@ pub fn emit_wgsl_kernel(spec: &WgslKernelSpec<'_>) -> Result<String, WgslGenErro
         "@compute @workgroup_size(1)\nfn rk_main() {{\n    \
          rk_c = rk_desc.ctrl;\n    \
          if (rk_mem[rk_c + RK_C_STATUS] != 0u) {{ return; }}\n    \
+         if (rk_mem[rk_c + RK_C_IN_HEAD] == rk_mem[rk_c + RK_C_IN_TAIL]) {{ return; }}\n    \
          rk_begin_dispatch();\n    \
          rk_state = rk_read_{sname}(rk_mem[rk_c + RK_C_STATE], RK_FIXED_{sname});\n    \
          rk_run_queue();\n    \

@@ -51,11 +51,17 @@ pub struct WgpuConfig {
     pub arena_bytes: u64,
     /// Most wgpu kernels alive at once.
     pub max_kernels: u32,
+    /// How many times one submission runs the round's dispatch list. Each sweep carries a K2K
+    /// message one more hop (a ping-pong pair completes one round trip per sweep); a kernel with
+    /// nothing queued returns at once, so extra sweeps cost little. Default 4, or
+    /// `RINGKERNEL_WGPU_SWEEPS`.
+    pub sweeps: u32,
 }
 
 impl Default for WgpuConfig {
     fn default() -> Self {
-        Self { allow_software: true, arena_bytes: 128 << 20, max_kernels: 16_384 }
+        let sweeps = std::env::var("RINGKERNEL_WGPU_SWEEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+        Self { allow_software: true, arena_bytes: 128 << 20, max_kernels: 16_384, sweeps }
     }
 }
 
@@ -113,6 +119,7 @@ struct Shared {
     shutdown: AtomicBool,
     thread: OnceLock<Thread>,
     lost: Arc<Mutex<Option<String>>>,
+    sweeps: u32,
 }
 
 struct Bell(Weak<Shared>);
@@ -273,6 +280,7 @@ impl WgpuBackend {
             shutdown: AtomicBool::new(false),
             thread: OnceLock::new(),
             lost,
+            sweeps: config.sweeps.max(1),
         });
         let weak = Arc::downgrade(&shared);
         let handle = std::thread::Builder::new()
@@ -573,53 +581,77 @@ impl Dispatcher {
         if !dispatch.iter().any(|&d| d) {
             return busy;
         }
-        // 3. Encode: globals, descriptors, one pass, control-block copy.
+        // 3. Encode: globals, descriptors, the pass (a few sweeps when K2K can chain on the
+        //    device), the control-block copy, and a speculative copy of the output slots the
+        //    round is expected to fill, so a plain request/reply needs one read-back.
         let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         shared.queue.write_buffer(&shared.mem, 0, &words_to_bytes(&[now_us as u32, (now_us >> 32) as u32]));
+        let mut device_routes = false;
+        let mut spec: Vec<SlotRange> = Vec::new();
         for (i, k) in self.kernels.iter().enumerate().filter(|(i, _)| dispatch[*i]) {
             let mut d = vec![0u32; (DESC_SIZE / 4) as usize];
             d[0] = k.ctrl();
             d[1] = routes[i].len() as u32;
             d[2] = k.id;
+            let mut via_host = 0u32;
             for (r, &(tctrl, tid)) in routes[i].iter().enumerate() {
                 d[4 + r] = tctrl;
                 d[4 + MAX_ROUTES as usize + r] = tid;
+                if tctrl == 0 {
+                    via_host += 1;
+                } else {
+                    device_routes = true;
+                }
             }
             shared.queue.write_buffer(&shared.descs, u64::from(k.slot) * DESC_STRIDE, &words_to_bytes(&d));
+            let queued = k.in_tail.wrapping_sub(k.in_head);
+            let expected = queued.saturating_mul(k.program().max_sends_value() * (1 + via_host)).min(k.out_cap);
+            if expected > 0 {
+                spec.push(SlotRange { kernel: i, input: false, first: k.out_head, count: expected });
+            }
         }
         let watched: Vec<usize> = (0..self.kernels.len()).filter(|&i| watch[i]).collect();
         let lo = watched.iter().map(|&i| self.kernels[i].slot).min().unwrap_or(0);
         let hi = watched.iter().map(|&i| self.kernels[i].slot).max().unwrap_or(0);
         let ctrl_bytes = u64::from(hi - lo + 1) * u64::from(CTRL_WORDS) * 4;
-        let ctrl_rb = Self::rb_buffer(shared, &mut self.ctrl_rb, ctrl_bytes);
+        let spec_bytes: u64 = spec.iter().map(|r| r.bytes(&self.kernels)).sum();
+        let rb = Self::rb_buffer(shared, &mut self.ctrl_rb, ctrl_bytes + spec_bytes);
         let mut enc = shared.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("ringkernel round"),
                 timestamp_writes: None,
             });
-            for (_, k) in self.kernels.iter().enumerate().filter(|(i, _)| dispatch[*i]) {
-                pass.set_pipeline(&k.pipeline);
-                pass.set_bind_group(0, &shared.bind_group, &[(u64::from(k.slot) * DESC_STRIDE) as u32]);
-                pass.dispatch_workgroups(1, 1, 1);
+            let sweeps = if device_routes { shared.sweeps } else { 1 };
+            for _ in 0..sweeps {
+                for (_, k) in self.kernels.iter().enumerate().filter(|(i, _)| dispatch[*i]) {
+                    pass.set_pipeline(&k.pipeline);
+                    pass.set_bind_group(0, &shared.bind_group, &[(u64::from(k.slot) * DESC_STRIDE) as u32]);
+                    pass.dispatch_workgroups(1, 1, 1);
+                }
             }
         }
         let ctrl_base = u64::from(GLOBAL_WORDS + lo * CTRL_WORDS) * 4;
-        enc.copy_buffer_to_buffer(&shared.mem, ctrl_base, &ctrl_rb, 0, ctrl_bytes);
+        enc.copy_buffer_to_buffer(&shared.mem, ctrl_base, &rb, 0, ctrl_bytes);
+        let mut at = ctrl_bytes;
+        for r in &spec {
+            at = r.encode_copy(&mut enc, &shared.mem, &rb, at, &self.kernels);
+        }
         shared.queue.submit([enc.finish()]);
-        let ctrl_data = match Self::readback(shared, &ctrl_rb, ctrl_bytes) {
+        let data = match Self::readback(shared, &rb, ctrl_bytes + spec_bytes) {
             Ok(d) => d,
             Err(e) => {
                 self.fail_all(&e);
                 return Busy::Idle;
             }
         };
-        // 4. Mirror the control words; collect output (and failed kernels' input) ranges.
-        let mut copies: Vec<(usize, bool, u64, u64)> = Vec::new(); // (kernel, is_input, src word, words)
+        let (ctrl_data, spec_data) = data.split_at(ctrl_bytes as usize);
+        // 4. Mirror the control words; find what the speculative copy did not cover.
+        let mut more: Vec<SlotRange> = Vec::new();
         for &i in &watched {
             let k = &mut self.kernels[i];
             let base = ((k.slot - lo) * CTRL_WORDS) as usize;
-            let c = |w: u32| word(&ctrl_data, base + w as usize);
+            let c = |w: u32| word(ctrl_data, base + w as usize);
             let (old_in_tail, old_processed) = (k.in_tail, k.processed);
             k.in_head = c(ctrl::IN_HEAD);
             k.in_tail = c(ctrl::IN_TAIL);
@@ -642,62 +674,82 @@ impl Dispatcher {
                     cell.control.set_hlc_packed(hlc);
                 }
                 if c(ctrl::STATUS) != 0 && !k.failed {
-                    let info = (c(ctrl::FAIL_CODE), u64::from(c(ctrl::FAIL_CORR_LO)) | (u64::from(c(ctrl::FAIL_CORR_HI)) << 32), c(ctrl::FAIL_SOURCE));
-                    Self::on_fail(shared, k, &cell, info);
+                    let corr = u64::from(c(ctrl::FAIL_CORR_LO)) | (u64::from(c(ctrl::FAIL_CORR_HI)) << 32);
+                    Self::on_fail(shared, k, &cell, (c(ctrl::FAIL_CODE), corr, c(ctrl::FAIL_SOURCE)));
                 }
             }
-            push_ranges(&mut copies, i, false, k.out_head, k.out_tail, k.out_cap, k.out_slot, k.out_data);
-            if k.failed {
-                push_ranges(&mut copies, i, true, k.in_head, k.in_tail, k.in_cap, k.in_slot, k.in_data);
+            let produced = k.out_tail.wrapping_sub(k.out_head).min(k.out_cap);
+            let covered = spec.iter().find(|r| r.kernel == i).map_or(0, |r| r.count).min(produced);
+            if produced > covered {
+                more.push(SlotRange { kernel: i, input: false, first: k.out_head.wrapping_add(covered), count: produced - covered });
             }
-            if k.in_tail != k.in_head && !k.failed || k.blocked {
+            if k.failed && k.in_tail != k.in_head {
+                more.push(SlotRange { kernel: i, input: true, first: k.in_head, count: k.in_tail.wrapping_sub(k.in_head).min(k.in_cap) });
+            }
+            if (k.in_tail != k.in_head && !k.failed) || k.blocked {
                 busy = Busy::Work;
             }
         }
-        // 5. Read the output slots back and route them.
-        if !copies.is_empty() {
-            let total: u64 = copies.iter().map(|c| c.3 * 4).sum();
-            let data_rb = Self::rb_buffer(shared, &mut self.data_rb, total);
+        // 5. Read back what is still missing, then route everything in queue order.
+        let more_bytes: u64 = more.iter().map(|r| r.bytes(&self.kernels)).sum();
+        let more_data = if more.is_empty() {
+            Vec::new()
+        } else {
+            let rb = Self::rb_buffer(shared, &mut self.data_rb, more_bytes);
             let mut enc = shared.device.create_command_encoder(&Default::default());
-            let mut at = 0u64;
-            for c in &copies {
-                enc.copy_buffer_to_buffer(&shared.mem, c.2 * 4, &data_rb, at, c.3 * 4);
-                at += c.3 * 4;
+            let mut at = 0;
+            for r in &more {
+                at = r.encode_copy(&mut enc, &shared.mem, &rb, at, &self.kernels);
             }
             shared.queue.submit([enc.finish()]);
-            let data = match Self::readback(shared, &data_rb, total) {
+            match Self::readback(shared, &rb, more_bytes) {
                 Ok(d) => d,
                 Err(e) => {
                     self.fail_all(&e);
                     return Busy::Idle;
                 }
-            };
-            let mut at = 0usize;
-            for &(i, is_input, _, words) in &copies {
-                let k = &mut self.kernels[i];
-                let slot_bytes = k.out_slot as usize * 4;
-                let chunk = &data[at..at + words as usize * 4];
-                at += words as usize * 4;
-                for slot in chunk.chunks_exact(slot_bytes) {
-                    if is_input {
-                        Self::return_or_fail_bytes(k, slot);
-                    } else {
+            }
+        };
+        let mut spec_at = 0usize;
+        let mut spec_slices: HashMap<usize, &[u8]> = HashMap::new();
+        for r in &spec {
+            let n = r.bytes(&self.kernels) as usize;
+            spec_slices.insert(r.kernel, &spec_data[spec_at..spec_at + n]);
+            spec_at += n;
+        }
+        let mut more_at = 0usize;
+        let mut more_slices: Vec<(SlotRange, &[u8])> = Vec::new();
+        for r in &more {
+            let n = r.bytes(&self.kernels) as usize;
+            more_slices.push((*r, &more_data[more_at..more_at + n]));
+            more_at += n;
+        }
+        for &i in &watched {
+            let k = &mut self.kernels[i];
+            let slot_bytes = k.out_slot as usize * 4;
+            let produced = k.out_tail.wrapping_sub(k.out_head).min(k.out_cap) as usize;
+            if produced > 0 {
+                let spec_part = spec_slices.get(&i).copied().unwrap_or(&[]);
+                let from_spec = (spec_part.len() / slot_bytes).min(produced);
+                for slot in spec_part.chunks_exact(slot_bytes).take(from_spec) {
+                    Self::route_output(k, slot);
+                }
+                if let Some((_, bytes)) = more_slices.iter().find(|(r, _)| r.kernel == i && !r.input) {
+                    for slot in bytes.chunks_exact(slot_bytes) {
                         Self::route_output(k, slot);
                     }
                 }
+                k.out_head = k.out_tail;
+                shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::OUT_HEAD) * 4, &k.out_head.to_le_bytes());
+                busy = Busy::Work;
             }
-            for &i in &watched {
-                let k = &mut self.kernels[i];
-                if k.out_head != k.out_tail {
-                    k.out_head = k.out_tail;
-                    shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::OUT_HEAD) * 4, &k.out_head.to_le_bytes());
+            if let Some((_, bytes)) = more_slices.iter().find(|(r, _)| r.kernel == i && r.input) {
+                for slot in bytes.chunks_exact(k.in_slot as usize * 4) {
+                    Self::return_or_fail_bytes(k, slot);
                 }
-                if k.failed && k.in_head != k.in_tail {
-                    k.in_head = k.in_tail;
-                    shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::IN_HEAD) * 4, &k.in_head.to_le_bytes());
-                }
+                k.in_head = k.in_tail;
+                shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::IN_HEAD) * 4, &k.in_head.to_le_bytes());
             }
-            busy = Busy::Work;
         }
         for &i in &watched {
             if let Some(cell) = self.kernels[i].cell.upgrade() {
@@ -968,25 +1020,51 @@ impl Dispatcher {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn push_ranges(
-    out: &mut Vec<(usize, bool, u64, u64)>,
-    i: usize,
-    is_input: bool,
-    head: u32,
-    tail: u32,
-    cap: u32,
-    slot_words: u32,
-    data: u32,
-) {
-    let n = tail.wrapping_sub(head);
-    if n == 0 || n > cap {
-        return;
+/// A run of queue slots to copy back: `count` slots from counter `first` of a kernel's input or
+/// output ring (split in two copies where it wraps).
+#[derive(Clone, Copy, Debug)]
+struct SlotRange {
+    kernel: usize,
+    input: bool,
+    first: u32,
+    count: u32,
+}
+
+impl SlotRange {
+    fn geometry(&self, ks: &[GpuKernel]) -> (u32, u32, u32) {
+        let k = &ks[self.kernel];
+        if self.input {
+            (k.in_cap, k.in_slot, k.in_data)
+        } else {
+            (k.out_cap, k.out_slot, k.out_data)
+        }
     }
-    let first = head & (cap - 1);
-    let until_wrap = (cap - first).min(n);
-    out.push((i, is_input, u64::from(data + first * slot_words), u64::from(until_wrap * slot_words)));
-    if n > until_wrap {
-        out.push((i, is_input, u64::from(data), u64::from((n - until_wrap) * slot_words)));
+
+    fn bytes(&self, ks: &[GpuKernel]) -> u64 {
+        u64::from(self.count) * u64::from(self.geometry(ks).1) * 4
+    }
+
+    /// Encodes the copy into `rb` at byte `at`; returns the byte after it.
+    fn encode_copy(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        mem: &wgpu::Buffer,
+        rb: &wgpu::Buffer,
+        at: u64,
+        ks: &[GpuKernel],
+    ) -> u64 {
+        let (cap, slot_words, data) = self.geometry(ks);
+        let first = self.first & (cap - 1);
+        let until_wrap = (cap - first).min(self.count);
+        let slot_bytes = u64::from(slot_words) * 4;
+        let src = u64::from(data + first * slot_words) * 4;
+        enc.copy_buffer_to_buffer(mem, src, rb, at, u64::from(until_wrap) * slot_bytes);
+        let mut at = at + u64::from(until_wrap) * slot_bytes;
+        if self.count > until_wrap {
+            let rest = u64::from(self.count - until_wrap) * slot_bytes;
+            enc.copy_buffer_to_buffer(mem, u64::from(data) * 4, rb, at, rest);
+            at += rest;
+        }
+        at
     }
 }

@@ -28,3 +28,7 @@ pub fn probe() -> Result<(), String> {
 pub fn allow_software_from_env() -> bool {
     std::env::var("RINGKERNEL_WGPU_ALLOW_SOFTWARE").as_deref() == Ok("1")
 }
+
+/// The `wgpu` crate this backend is built on (for code that also uses wgpu directly, such as the
+/// naive-dispatch baseline in RingKernel's benches).
+pub use wgpu;

@@ -127,6 +127,12 @@ impl WgslProgram {
         self
     }
 
+    /// The declared `max_sends`.
+    #[must_use]
+    pub fn max_sends_value(&self) -> u32 {
+        self.max_sends
+    }
+
     /// The route names, by index.
     #[must_use]
     pub fn routes(&self) -> &[String] {

@@ -1,51 +1,27 @@
 //! Two kernels bounce a ball kernel-to-kernel (K2K) N times; the host only starts the rally and
-//! reads the summary. Prints round-trip latency (median, p99) and checks that HLC timestamps
-//! strictly increase along the whole chain.
+//! reads the final ball. Prints the mean round-trip time and checks that HLC timestamps strictly
+//! increase along the whole chain.
 //!
 //! `cargo run --release --example ping_pong [ROUNDS]` (backend from `RINGKERNEL_BACKEND`).
+//! On the GPU: `RINGKERNEL_BACKEND=wgpu cargo run --release --features wgpu --example ping_pong`;
+//! the ball then never leaves the device between the first send and the final emit.
 
 use ringkernel::prelude::*;
-use std::sync::OnceLock;
+use ringkernel::runtime::KernelDef;
 use std::time::Instant;
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-static EPOCH: OnceLock<Instant> = OnceLock::new();
-
-fn now_ns() -> u64 {
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-/// The ball: plain data, read in place.
-#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug)]
-#[message(pod, type_id = 0x2001)]
-#[repr(C)]
+/// The ball (GPU word layout, so the WGSL kernels read and write it too).
+#[derive(RingMessage, GpuType, Clone, Copy, Debug)]
+#[message(gpu, type_id = 0x2001)]
 struct Ball {
     remaining: u64,
-    ping_sent_ns: u64,
+    round_trips: u64,
     last_hlc: u64,
     last_node: u32,
     hlc_violations: u32,
 }
 
-/// Sent by `ping` to the host when the rally ends.
-#[derive(RingMessage, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
-#[message(type_id = 0x2002)]
-struct Summary {
-    round_trips: u64,
-    median_ns: u64,
-    p99_ns: u64,
-    min_ns: u64,
-    hlc_violations: u32,
-    final_hlc_physical_us: u64,
-    final_hlc_logical: u32,
-}
-
-#[derive(Default)]
-struct PingState {
-    rtts: Vec<u64>,
-}
-
-/// Checks the causal order of this hop and records it in the ball.
+/// Checks the causal order of this hop, (timestamp, node) strictly increasing, and records it.
 fn stamp(ball: &mut Ball, ctx: &Context<'_>) {
     let ts = ctx.message_timestamp();
     let prev = HlcTimestamp::from_packed(ball.last_hlc, ball.last_node);
@@ -56,73 +32,100 @@ fn stamp(ball: &mut Ball, ctx: &Context<'_>) {
     ball.last_node = ts.node_id();
 }
 
-#[ring_kernel(name = "ping")]
-fn ping(state: &mut PingState, mut ball: Ball, ctx: &mut Context<'_>) -> Result<()> {
-    let now = now_ns();
+fn ping(_: &mut (), mut ball: Ball, ctx: &mut Context<'_>) -> Result<()> {
     stamp(&mut ball, ctx);
-    if ball.ping_sent_ns != 0 {
-        state.rtts.push(now - ball.ping_sent_ns);
-    }
     if ball.remaining == 0 {
-        let ts = ctx.now();
-        let mut rtts = std::mem::take(&mut state.rtts);
-        rtts.sort_unstable();
-        return ctx.emit(Summary {
-            round_trips: rtts.len() as u64,
-            median_ns: percentile(&rtts, 0.5),
-            p99_ns: percentile(&rtts, 0.99),
-            min_ns: rtts.first().copied().unwrap_or(0),
-            hlc_violations: ball.hlc_violations,
-            final_hlc_physical_us: ts.physical(),
-            final_hlc_logical: ts.logical(),
-        });
+        return ctx.emit(ball);
     }
     ball.remaining -= 1;
-    ball.ping_sent_ns = now_ns();
+    ball.round_trips += 1;
     ctx.send_to("pong", ball)
 }
 
-#[ring_kernel(name = "pong")]
-fn pong(_state: &mut (), mut ball: Ball, ctx: &mut Context<'_>) -> Result<()> {
+fn pong(_: &mut (), mut ball: Ball, ctx: &mut Context<'_>) -> Result<()> {
     stamp(&mut ball, ctx);
     ctx.send_to("ping", ball)
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+/// The same two kernels in WGSL (`rk_msg_hlc` is the sender's timestamp, `rk_msg_source` its id).
+#[cfg(feature = "wgpu")]
+const STAMP_WGSL: &str = r#"
+fn stamp(b: ptr<function, Ball>) {
+    let ts = rk_msg_hlc();
+    let node = rk_msg_source();
+    let later = rk_lt64((*b).last_hlc, ts) || (all(ts == (*b).last_hlc) && node > (*b).last_node);
+    if (!later) { (*b).hlc_violations += 1u; }
+    (*b).last_hlc = ts;
+    (*b).last_node = node;
+}
+"#;
+
+#[derive(Default, GpuType)]
+struct Nothing {}
+
+fn kernels() -> Vec<KernelDef> {
+    let ping_def = KernelDef::new::<()>("ping").on(ping);
+    let pong_def = KernelDef::new::<()>("pong").on(pong);
+    #[cfg(feature = "wgpu")]
+    let (ping_def, pong_def) = {
+        use ringkernel::wgpu::WgslProgram;
+        let ping_src = format!(
+            "{STAMP_WGSL}
+fn on_Ball(m: Ball) {{
+    var b = m;
+    stamp(&b);
+    if (all(b.remaining == vec2<u32>(0u, 0u))) {{ rk_emit_Ball(b); return; }}
+    b.remaining = rk_sub64(b.remaining, rk_u64(1u));
+    b.round_trips = rk_add64(b.round_trips, rk_u64(1u));
+    rk_send_Ball(0u, b);
+}}"
+        );
+        let pong_src = format!("{STAMP_WGSL}\nfn on_Ball(m: Ball) {{ var b = m; stamp(&b); rk_send_Ball(0u, b); }}");
+        (
+            ping_def.gpu(WgslProgram::new::<Nothing>(ping_src).handles::<Ball>().route("pong")),
+            pong_def.gpu(WgslProgram::new::<Nothing>(pong_src).handles::<Ball>().route("ping")),
+        )
+    };
+    vec![ping_def, pong_def]
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let rounds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    let runtime = RingKernel::builder().backend(Backend::from_env()?).build().await?;
+    let mut builder = RingKernel::builder().backend(Backend::from_env()?);
+    for k in kernels() {
+        builder = builder.kernel(k);
+    }
+    let runtime = builder.build().await?;
     println!("Backend: {:?}, {rounds} round trips", runtime.backend());
+    if let Some(adapter) = runtime.adapter() {
+        println!("Adapter: {adapter}");
+    }
     let ping = runtime.launch("ping", LaunchOptions::default()).await?;
     let _pong = runtime.launch("pong", LaunchOptions::default()).await?;
 
-    now_ns();
-    ping.send(Ball { remaining: rounds, ping_sent_ns: 0, last_hlc: 0, last_node: 0, hlc_violations: 0 })
-        .await?;
-    let summary: Summary = ping.receive().await?;
+    let started = Instant::now();
+    ping.send(Ball { remaining: rounds, round_trips: 0, last_hlc: 0, last_node: 0, hlc_violations: 0 }).await?;
+    let ball: Ball = ping.receive().await?;
+    let elapsed = started.elapsed();
 
+    println!("round trips completed: {}", ball.round_trips);
     println!(
-        "K2K round trip (ping -> pong -> ping): median {:.2} us, p99 {:.2} us, min {:.2} us over {} round trips",
-        summary.median_ns as f64 / 1e3,
-        summary.p99_ns as f64 / 1e3,
-        summary.min_ns as f64 / 1e3,
-        summary.round_trips
+        "K2K round trip (ping -> pong -> ping): mean {:.2} us ({:.3} s in all)",
+        elapsed.as_secs_f64() * 1e6 / rounds.max(1) as f64,
+        elapsed.as_secs_f64()
     );
+    let last = HlcTimestamp::from_packed(ball.last_hlc, ball.last_node);
     println!(
-        "HLC along the chain: {} hops, {} ordering violations, final timestamp {}.{}",
-        2 * rounds,
-        summary.hlc_violations,
-        summary.final_hlc_physical_us,
-        summary.final_hlc_logical
+        "HLC along the chain: {} hops, {} ordering violations, final timestamp {}.{} from node {}",
+        2 * rounds + 1,
+        ball.hlc_violations,
+        last.physical(),
+        last.logical(),
+        last.node_id()
     );
-    assert_eq!(summary.hlc_violations, 0, "HLC timestamps must strictly increase along the chain");
+    assert_eq!(ball.round_trips, rounds);
+    assert_eq!(ball.hlc_violations, 0, "HLC timestamps must strictly increase along the chain");
     println!("HLC timestamps strictly increased along the chain.");
     runtime.shutdown().await?;
     Ok(())

@@ -1,55 +1,84 @@
 //! Vector addition by a persistent kernel that keeps statistics across requests.
 //!
 //! `cargo run --example vector_add` (backend from `RINGKERNEL_BACKEND`, default `auto`).
+//! On the GPU: `RINGKERNEL_BACKEND=wgpu cargo run --features wgpu --example vector_add`; the
+//! kernel then runs its WGSL handlers below, with its statistics kept in device memory, and
+//! prints the same results.
 
 use ringkernel::prelude::*;
 
-/// Two vectors to add (the spec's `AddRequest`).
-#[derive(RingMessage, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
-#[message(type_id = 0x1001)]
+/// Two vectors to add (the spec's `AddRequest`). The GPU word layout (`gpu`) lets WGSL handlers
+/// read the variable-length arrays in place.
+#[derive(RingMessage, GpuType, Debug, Clone)]
+#[message(gpu, type_id = 0x1001)]
 struct AddRequest {
     a: Vec<f32>,
     b: Vec<f32>,
 }
 
 /// Their element-wise sum.
-#[derive(RingMessage, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
-#[message(type_id = 0x1002)]
+#[derive(RingMessage, GpuType, Debug)]
+#[message(gpu, type_id = 0x1002)]
 struct AddResponse {
     sum: Vec<f32>,
 }
 
 /// Asks the kernel for its statistics.
-#[derive(RingMessage, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
-#[message(type_id = 0x1003)]
+#[derive(RingMessage, GpuType, Debug)]
+#[message(gpu, type_id = 0x1003)]
 struct StatsRequest;
 
 /// The kernel's persistent statistics.
-#[derive(RingMessage, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
-#[message(type_id = 0x1004)]
+#[derive(RingMessage, GpuType, Debug)]
+#[message(gpu, type_id = 0x1004)]
 struct Stats {
     requests_served: u64,
     elements_added: u64,
-    running_total: f64,
+    running_total: f32,
 }
 
-/// Kernel state, resident across messages.
-#[derive(Default)]
+/// Kernel state, resident across messages (in device memory on a GPU backend).
+#[derive(Default, GpuType)]
 struct Adder {
     requests_served: u64,
     elements_added: u64,
-    running_total: f64,
+    running_total: f32,
 }
+
+/// The same kernel for the wgpu backend: WGSL handlers written against the declarations that
+/// `ringkernel-codegen` generates from the Rust types above.
+#[cfg(feature = "wgpu")]
+const ADDER_WGSL: &str = r#"
+fn on_AddRequest(m: AddRequest) {
+    if (m.a.len != m.b.len) {
+        rk_error(1u);
+        return;
+    }
+    var total = 0.0;
+    for (var i = 0u; i < m.a.len; i++) {
+        let s = rk_get_f32(m.a, i) + rk_get_f32(m.b, i);
+        rk_scratch_set_f32(i, s);
+        total += s;
+    }
+    rk_state.requests_served = rk_add64(rk_state.requests_served, rk_u64(1u));
+    rk_state.elements_added = rk_add64(rk_state.elements_added, rk_u64(m.a.len));
+    rk_state.running_total += total;
+    rk_reply_AddResponse(AddResponse(rk_scratch_slice(0u, m.a.len, 1u)));
+}
+fn on_StatsRequest(m: StatsRequest) {
+    rk_reply_Stats(Stats(rk_state.requests_served, rk_state.elements_added, rk_state.running_total));
+}
+"#;
 
 #[ring_kernel(name = "vector_add")]
 fn add(state: &mut Adder, req: AddRequest) -> Result<AddResponse, String> {
     if req.a.len() != req.b.len() {
-        return Err(format!("length mismatch: {} vs {}", req.a.len(), req.b.len()));
+        return Err("length mismatch between a and b".to_string());
     }
     let sum: Vec<f32> = req.a.iter().zip(&req.b).map(|(x, y)| x + y).collect();
     state.requests_served += 1;
     state.elements_added += sum.len() as u64;
-    state.running_total += sum.iter().map(|&v| f64::from(v)).sum::<f64>();
+    state.running_total += sum.iter().sum::<f32>();
     Ok(AddResponse { sum })
 }
 
@@ -66,6 +95,18 @@ fn stats(state: &mut Adder, _req: StatsRequest) -> Stats {
 async fn main() -> Result<()> {
     let runtime = RingKernel::builder().backend(Backend::from_env()?).build().await?;
     println!("Backend: {:?}", runtime.backend());
+    // The WGSL program joins the `#[ring_kernel]` handlers in one definition; the backend picks.
+    #[cfg(feature = "wgpu")]
+    runtime.register(
+        ringkernel::runtime::KernelDef::new::<Adder>("vector_add").gpu(
+            ringkernel::wgpu::WgslProgram::new::<Adder>(ADDER_WGSL)
+                .handles::<AddRequest>()
+                .handles::<StatsRequest>()
+                .sends::<AddResponse>()
+                .sends::<Stats>()
+                .error_text(1, "length mismatch between a and b"),
+        ),
+    )?;
     // 256 floats per vector need about 2 KiB per message; give slots room.
     let kernel = runtime.launch("vector_add", LaunchOptions::default().with_max_message_bytes(8192)).await?;
 

@@ -48,6 +48,9 @@ pub struct HostExecutor {
     clock: HlcClock,
     local: ExecLocal,
     failed: bool,
+    /// Messages popped after a concurrent `deactivate` took effect, kept in order for the next
+    /// active run (see `run`).
+    held: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl HostExecutor {
@@ -63,6 +66,7 @@ impl HostExecutor {
             clock,
             local: ExecLocal::default(),
             failed: false,
+            held: std::collections::VecDeque::new(),
         }
     }
 
@@ -84,12 +88,31 @@ impl HostExecutor {
         if self.failed {
             self.drain_failed(&cell);
         } else if cell.control.is_active() || terminating {
-            while processed < budget {
+            // Messages held back by an earlier deactivate come first, in order.
+            while processed < budget && self.local.outbox.is_empty() && !self.failed {
+                let Some(bytes) = self.held.pop_front() else { break };
+                self.handle(&cell, &dir, &bytes);
+                cell.control.add_in_flight(-1);
+                processed += 1;
+            }
+            // Re-checked per batch, and per message below: a message pushed after `deactivate`
+            // returned is popped after the active flag was cleared (the slot's release/acquire
+            // orders the two), so it is held, not handled.
+            while processed < budget && (terminating || cell.control.is_active()) {
+                if !self.local.outbox.is_empty() || self.failed {
+                    break;
+                }
                 let mut handled = 0u64;
+                let mut held = core::mem::take(&mut self.held);
                 let n = cell.input.pop_batch_with(BATCH.min(budget - processed), |bytes| {
+                    if !terminating && !cell.control.is_active() {
+                        held.push_back(bytes.to_vec());
+                        return;
+                    }
                     handled += 1;
                     self.handle(&cell, &dir, bytes);
                 });
+                self.held = held;
                 if n == 0 {
                     break;
                 }
@@ -108,7 +131,7 @@ impl HostExecutor {
             }
         }
         cell.control.mirror_queues(cell.input.indices(), cell.output.indices());
-        if terminating && cell.input.is_empty() && self.local.outbox.is_empty() {
+        if terminating && cell.input.is_empty() && self.held.is_empty() && self.local.outbox.is_empty() {
             self.finish_terminate(&cell);
             return RunOutcome::Terminated;
         }
@@ -215,6 +238,12 @@ impl HostExecutor {
     }
 
     fn drain_failed(&mut self, cell: &KernelCell) {
+        for bytes in core::mem::take(&mut self.held) {
+            cell.control.add_in_flight(-1);
+            if let Ok((h, _)) = decode_header(&bytes) {
+                self.return_or_fail(cell, &h, &bytes);
+            }
+        }
         loop {
             let mut handled = 0i64;
             let n = cell.input.pop_batch_with(BATCH, |bytes| {
