@@ -56,7 +56,8 @@ fn validate(src: &str) {
         Ok(m) => m,
         Err(e) => panic!("WGSL parse error:\n{}\n--- source ---\n{src}", e.emit_to_string(src)),
     };
-    let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
+    let mut v =
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
     if let Err(e) = v.validate(&module) {
         panic!("WGSL validation error:\n{}\n--- source ---\n{src}", e.emit_to_string(src));
     }
@@ -97,7 +98,11 @@ fn envelope_constants_match_the_rust_table() {
 }
 
 fn find_const(module: &naga::Module, name: &str) -> u32 {
-    let (_, c) = module.constants.iter().find(|(_, c)| c.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("{name}"));
+    let (_, c) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{name}"));
     match module.global_expressions[c.init] {
         naga::Expression::Literal(naga::Literal::U32(v)) => v,
         ref e => panic!("{name}: {e:?}"),

@@ -183,7 +183,11 @@ impl GpuWriter<'_> {
         let bytes = items.len() * S::SCALAR.words() as usize * 4;
         let needed = self.var_pos + bytes;
         if needed > self.out.len() {
-            return Err(EncodeError::PayloadTooLarge { type_name: self.type_name, needed, capacity: self.out.len() });
+            return Err(EncodeError::PayloadTooLarge {
+                type_name: self.type_name,
+                needed,
+                capacity: self.out.len(),
+            });
         }
         self.put_word((self.var_pos / 4) as u32);
         self.put_word(items.len() as u32);
@@ -260,6 +264,11 @@ impl GpuReader<'_> {
 }
 
 /// A scalar type with a GPU representation.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no GPU word layout",
+    label = "not a GPU scalar",
+    note = "GPU fields are u32, i32, f32, u64, i64, or [T; N] / Vec<T> of those (WGSL has no f64, u8 or bool)"
+)]
 pub trait GpuScalarType: Copy + Default {
     /// Which scalar.
     const SCALAR: GpuScalar;
@@ -290,10 +299,19 @@ scalar!(u32, U32, |v| (v, 0), |lo, _hi| lo);
 scalar!(i32, I32, |v| (v as u32, 0), |lo, _hi| lo as i32);
 scalar!(f32, F32, |v| (v.to_bits(), 0), |lo, _hi| f32::from_bits(lo));
 scalar!(u64, U64, |v| (v as u32, (v >> 32) as u32), |lo, hi| u64::from(lo) | (u64::from(hi) << 32));
-scalar!(i64, I64, |v| (v as u32, ((v as u64) >> 32) as u32), |lo, hi| (u64::from(lo)
-    | (u64::from(hi) << 32)) as i64);
+scalar!(
+    i64,
+    I64,
+    |v| (v as u32, ((v as u64) >> 32) as u32),
+    |lo, hi| (u64::from(lo) | (u64::from(hi) << 32)) as i64
+);
 
 /// A field type allowed in a [`GpuType`]: a scalar, `[scalar; N]` or `Vec<scalar>`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a field of a GpuType",
+    label = "no GPU word layout",
+    note = "GPU fields are u32, i32, f32, u64, i64, or [T; N] / Vec<T> of those (WGSL has no f64, u8 or bool)"
+)]
 pub trait GpuFieldType: Sized {
     /// Its shape.
     const KIND: GpuFieldKind;
@@ -380,8 +398,7 @@ mod tests {
         let s = Sample { a: 7, b: 0x1_0000_0002, c: [1.5, -2.0], d: vec![-1, 3], e: vec![u64::MAX] };
         let mut buf = [0u8; 128];
         let n = encode(&s, "Sample", &mut buf).unwrap();
-        let words: Vec<u32> =
-            buf[..n].chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+        let words: Vec<u32> = buf[..n].chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(Sample::fixed_words(), 1 + 2 + 2 + 2 + 2);
         assert_eq!(
             words,

@@ -31,7 +31,8 @@ struct MessageAttrs {
 }
 
 fn parse_message_attrs(input: &DeriveInput) -> syn::Result<MessageAttrs> {
-    let mut out = MessageAttrs { type_id: None, pod: false, gpu: false, krate: syn::parse_quote!(::ringkernel) };
+    let mut out =
+        MessageAttrs { type_id: None, pod: false, gpu: false, krate: syn::parse_quote!(::ringkernel) };
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("message")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("type_id") {
@@ -104,7 +105,10 @@ fn derive_inner(input: DeriveInput) -> syn::Result<TokenStream2> {
         }
     };
     if attrs.pod && attrs.gpu {
-        return Err(syn::Error::new(Span::call_site(), "`pod` and `gpu` are two different payload codecs; pick one"));
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "`pod` and `gpu` are two different payload codecs; pick one",
+        ));
     }
     let (encode, decode) = if attrs.gpu {
         (
@@ -112,7 +116,8 @@ fn derive_inner(input: DeriveInput) -> syn::Result<TokenStream2> {
             quote!(#krate::gpu::decode(bytes, <Self as #krate::message::RingMessage>::type_name())),
         )
     } else {
-        let codec = if attrs.pod { quote!(#krate::message::pod) } else { quote!(#krate::message::rkyv_codec) };
+        let codec =
+            if attrs.pod { quote!(#krate::message::pod) } else { quote!(#krate::message::rkyv_codec) };
         (quote!(#codec::encode(self, out)), quote!(#codec::decode(bytes)))
     };
     Ok(quote! {
@@ -158,7 +163,10 @@ fn gpu_type_inner(input: DeriveInput) -> syn::Result<TokenStream2> {
         syn::Fields::Named(n) => n.named.iter().collect(),
         syn::Fields::Unit => Vec::new(),
         syn::Fields::Unnamed(u) => {
-            return Err(syn::Error::new(u.span(), "GpuType needs named fields (GPU structs name every field)"))
+            return Err(syn::Error::new(
+                u.span(),
+                "GpuType needs named fields (GPU structs name every field)",
+            ))
         }
     };
     let name = &input.ident;

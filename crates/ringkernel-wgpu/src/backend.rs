@@ -193,7 +193,8 @@ impl WgpuBackend {
         {
             let lost = lost.clone();
             device.set_device_lost_callback(move |reason, msg| {
-                *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("device lost ({reason:?}): {msg}"));
+                *lost.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("device lost ({reason:?}): {msg}"));
             });
         }
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
@@ -288,14 +289,22 @@ impl WgpuBackend {
             .spawn(move || Dispatcher::new(weak).run())
             .map_err(|e| format!("cannot start the dispatcher thread: {e}"))?;
         let _ = shared.thread.set(handle.thread().clone());
-        tracing::info!("wgpu backend on {} ({:?}, {:?})", shared.info.name, shared.info.device_type, shared.info.backend);
+        tracing::info!(
+            "wgpu backend on {} ({:?}, {:?})",
+            shared.info.name,
+            shared.info.device_type,
+            shared.info.backend
+        );
         Ok(Self { shared, thread: Mutex::new(Some(handle)) })
     }
 
     /// The adapter in use, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Cpu, Vulkan)`.
     #[must_use]
     pub fn adapter(&self) -> String {
-        format!("{} ({:?}, {:?})", self.shared.info.name, self.shared.info.device_type, self.shared.info.backend)
+        format!(
+            "{} ({:?}, {:?})",
+            self.shared.info.name, self.shared.info.device_type, self.shared.info.backend
+        )
     }
 
     /// Whether `def` can run on this backend (it carries a `WgslProgram`).
@@ -605,7 +614,8 @@ impl Dispatcher {
             }
             shared.queue.write_buffer(&shared.descs, u64::from(k.slot) * DESC_STRIDE, &words_to_bytes(&d));
             let queued = k.in_tail.wrapping_sub(k.in_head);
-            let expected = queued.saturating_mul(k.program().max_sends_value() * (1 + via_host)).min(k.out_cap);
+            let expected =
+                queued.saturating_mul(k.program().max_sends_value() * (1 + via_host)).min(k.out_cap);
             if expected > 0 {
                 spec.push(SlotRange { kernel: i, input: false, first: k.out_head, count: expected });
             }
@@ -681,10 +691,20 @@ impl Dispatcher {
             let produced = k.out_tail.wrapping_sub(k.out_head).min(k.out_cap);
             let covered = spec.iter().find(|r| r.kernel == i).map_or(0, |r| r.count).min(produced);
             if produced > covered {
-                more.push(SlotRange { kernel: i, input: false, first: k.out_head.wrapping_add(covered), count: produced - covered });
+                more.push(SlotRange {
+                    kernel: i,
+                    input: false,
+                    first: k.out_head.wrapping_add(covered),
+                    count: produced - covered,
+                });
             }
             if k.failed && k.in_tail != k.in_head {
-                more.push(SlotRange { kernel: i, input: true, first: k.in_head, count: k.in_tail.wrapping_sub(k.in_head).min(k.in_cap) });
+                more.push(SlotRange {
+                    kernel: i,
+                    input: true,
+                    first: k.in_head,
+                    count: k.in_tail.wrapping_sub(k.in_head).min(k.in_cap),
+                });
             }
             if (k.in_tail != k.in_head && !k.failed) || k.blocked {
                 busy = Busy::Work;
@@ -740,7 +760,11 @@ impl Dispatcher {
                     }
                 }
                 k.out_head = k.out_tail;
-                shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::OUT_HEAD) * 4, &k.out_head.to_le_bytes());
+                shared.queue.write_buffer(
+                    &shared.mem,
+                    u64::from(k.ctrl() + ctrl::OUT_HEAD) * 4,
+                    &k.out_head.to_le_bytes(),
+                );
                 busy = Busy::Work;
             }
             if let Some((_, bytes)) = more_slices.iter().find(|(r, _)| r.kernel == i && r.input) {
@@ -748,7 +772,11 @@ impl Dispatcher {
                     Self::return_or_fail_bytes(k, slot);
                 }
                 k.in_head = k.in_tail;
-                shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::IN_HEAD) * 4, &k.in_head.to_le_bytes());
+                shared.queue.write_buffer(
+                    &shared.mem,
+                    u64::from(k.ctrl() + ctrl::IN_HEAD) * 4,
+                    &k.in_head.to_le_bytes(),
+                );
             }
         }
         for &i in &watched {
@@ -867,7 +895,11 @@ impl Dispatcher {
         flush_run(&mut run, run_start, k);
         if tail != k.in_tail {
             k.in_tail = tail;
-            shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::IN_TAIL) * 4, &tail.to_le_bytes());
+            shared.queue.write_buffer(
+                &shared.mem,
+                u64::from(k.ctrl() + ctrl::IN_TAIL) * 4,
+                &tail.to_le_bytes(),
+            );
         }
         if rejected > 0 {
             cell.control.add_in_flight(-rejected);
@@ -904,7 +936,10 @@ impl Dispatcher {
         let (header, payload) = match decode_header(slot) {
             Ok(hp) => hp,
             Err(e) => {
-                cell.record_error(ErrorCode::Decode, format!("the WGSL kernel wrote a malformed envelope: {e}"));
+                cell.record_error(
+                    ErrorCode::Decode,
+                    format!("the WGSL kernel wrote a malformed envelope: {e}"),
+                );
                 return;
             }
         };
@@ -918,7 +953,11 @@ impl Dispatcher {
                 _ => ErrorCode::HandlerError,
             };
             cell.record_error(ec, text.clone());
-            let request = EnvelopeHeader { correlation_id: header.correlation_id, source: header.destination, ..header };
+            let request = EnvelopeHeader {
+                correlation_id: header.correlation_id,
+                source: header.destination,
+                ..header
+            };
             k.local.fail_request(&cell, &request, &text, false);
             return;
         }
@@ -932,7 +971,11 @@ impl Dispatcher {
             _ => {
                 cell.record_error(
                     ErrorCode::QueueFull,
-                    format!("K2K target {} of {} is not running; message kept", header.destination, cell.name()),
+                    format!(
+                        "K2K target {} of {} is not running; message kept",
+                        header.destination,
+                        cell.name()
+                    ),
                 );
                 if let Ok(raw) = RawMessage::from_bytes(bytes) {
                     cell.return_message(raw);
@@ -981,7 +1024,11 @@ impl Dispatcher {
             if !init.is_empty() {
                 shared.queue.write_buffer(&shared.mem, u64::from(k.state_off) * 4, &words_to_bytes(&init));
             }
-            shared.queue.write_buffer(&shared.mem, u64::from(k.ctrl() + ctrl::STATUS) * 4, &0u32.to_le_bytes());
+            shared.queue.write_buffer(
+                &shared.mem,
+                u64::from(k.ctrl() + ctrl::STATUS) * 4,
+                &0u32.to_le_bytes(),
+            );
             tracing::warn!(kernel = cell.name(), "{text}; restarted with fresh state");
             k.local.fail_request(cell, &request, &text, false);
         } else {

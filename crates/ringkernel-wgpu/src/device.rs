@@ -44,7 +44,8 @@ fn choose(allow_software: bool) -> Result<wgpu::Adapter, String> {
         .into_iter()
         .filter(|a| {
             let info = a.get_info();
-            let compute = a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS);
+            let compute =
+                a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS);
             compute && (allow_software || info.device_type != wgpu::DeviceType::Cpu)
         })
         .min_by_key(|a| rank(a.get_info().device_type))
@@ -68,11 +69,8 @@ pub(crate) fn open(allow_software: bool) -> Result<Opened, String> {
     let info = adapter.get_info();
     let limits = adapter.limits();
     let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-    let desc = wgpu::DeviceDescriptor {
-        label: Some("ringkernel"),
-        required_limits: limits,
-        ..Default::default()
-    };
+    let desc =
+        wgpu::DeviceDescriptor { label: Some("ringkernel"), required_limits: limits, ..Default::default() };
     let (device, queue) = pollster::block_on(adapter.request_device(&desc))
         .map_err(|e| format!("adapter {} refused a device: {e}", info.name))?;
     Ok(Opened { info, device, queue, max_binding })

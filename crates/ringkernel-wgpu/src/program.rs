@@ -161,7 +161,9 @@ impl WgslProgram {
             err::NO_REPLY => "the handler returned no reply to this request".into(),
             err::UNKNOWN_TYPE => "no WGSL handler for this message type".into(),
             err::MALFORMED => "malformed message: a slice lies outside the payload".into(),
-            err::TOO_LARGE => "an output message does not fit its queue slot (raise max_message_bytes)".into(),
+            err::TOO_LARGE => {
+                "an output message does not fit its queue slot (raise max_message_bytes)".into()
+            }
             err::TOO_MANY_SENDS => format!(
                 "the handler sent more messages to one destination than max_sends ({}) allows",
                 self.max_sends

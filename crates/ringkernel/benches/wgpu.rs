@@ -100,7 +100,12 @@ impl Naive {
             cache: None,
         });
         let buf = |usage| {
-            device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 16, usage, mapped_at_creation: false })
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
         };
         let state = buf(wgpu::BufferUsages::STORAGE);
         let input = buf(wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST);
@@ -140,7 +145,10 @@ impl Naive {
             view.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
         };
         self.readback.unmap();
-        Tally { count: u64::from(w[0]) | (u64::from(w[1]) << 32), sum: u64::from(w[2]) | (u64::from(w[3]) << 32) }
+        Tally {
+            count: u64::from(w[0]) | (u64::from(w[1]) << 32),
+            sum: u64::from(w[2]) | (u64::from(w[3]) << 32),
+        }
     }
 }
 
@@ -151,7 +159,8 @@ fn tally_def() -> KernelDef {
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let runtime = match rt.block_on(RingKernel::builder().backend(Backend::Wgpu).kernel(tally_def()).build()) {
+    let runtime = match rt.block_on(RingKernel::builder().backend(Backend::Wgpu).kernel(tally_def()).build())
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("SKIP wgpu benches: {e}");
@@ -164,8 +173,11 @@ fn benches(c: &mut Criterion) {
     };
     eprintln!("wgpu adapter: {}", runtime.adapter().unwrap_or_default());
     let batch = 1024usize;
-    let k = rt
-        .block_on(runtime.launch("tally", LaunchOptions::default().with_queue_capacity(batch).with_max_message_bytes(128)))
+    let k =
+        rt.block_on(runtime.launch(
+            "tally",
+            LaunchOptions::default().with_queue_capacity(batch).with_max_message_bytes(128),
+        ))
         .unwrap();
 
     let mut g = c.benchmark_group("wgpu_throughput");
@@ -197,7 +209,9 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("wgpu_round_trip");
     g.sample_size(20).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
     g.bench_function("ringkernel_call", |b| {
-        b.to_async(&rt).iter(|| async { std::hint::black_box(k.call::<_, Tally>(Sample { seq: 0, value: 1 }).await.unwrap()) })
+        b.to_async(&rt).iter(|| async {
+            std::hint::black_box(k.call::<_, Tally>(Sample { seq: 0, value: 1 }).await.unwrap())
+        })
     });
     g.bench_function("naive_dispatch_and_readback", |b| {
         b.iter(|| std::hint::black_box(naive.handle(Sample { seq: 0, value: 1 })))

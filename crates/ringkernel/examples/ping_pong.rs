@@ -80,7 +80,8 @@ fn on_Ball(m: Ball) {{
     rk_send_Ball(0u, b);
 }}"
         );
-        let pong_src = format!("{STAMP_WGSL}\nfn on_Ball(m: Ball) {{ var b = m; stamp(&b); rk_send_Ball(0u, b); }}");
+        let pong_src =
+            format!("{STAMP_WGSL}\nfn on_Ball(m: Ball) {{ var b = m; stamp(&b); rk_send_Ball(0u, b); }}");
         (
             ping_def.gpu(WgslProgram::new::<Nothing>(ping_src).handles::<Ball>().route("pong")),
             pong_def.gpu(WgslProgram::new::<Nothing>(pong_src).handles::<Ball>().route("ping")),
@@ -105,7 +106,8 @@ async fn main() -> Result<()> {
     let _pong = runtime.launch("pong", LaunchOptions::default()).await?;
 
     let started = Instant::now();
-    ping.send(Ball { remaining: rounds, round_trips: 0, last_hlc: 0, last_node: 0, hlc_violations: 0 }).await?;
+    ping.send(Ball { remaining: rounds, round_trips: 0, last_hlc: 0, last_node: 0, hlc_violations: 0 })
+        .await?;
     let ball: Ball = ping.receive().await?;
     let elapsed = started.elapsed();
 

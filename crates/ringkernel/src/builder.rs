@@ -81,7 +81,9 @@ impl RuntimeBuilder {
             if backend == Backend::Wgpu {
                 match ringkernel_wgpu::WgpuBackend::new(config) {
                     Ok(b) => wgpu = Some(b),
-                    Err(reason) if explicit => return Err(Error::BackendUnavailable { backend: "wgpu", reason }),
+                    Err(reason) if explicit => {
+                        return Err(Error::BackendUnavailable { backend: "wgpu", reason })
+                    }
                     Err(reason) => {
                         tracing::info!("backend wgpu: {reason}; Backend::Auto chose the CPU backend");
                         backend = Backend::Cpu;

@@ -4,12 +4,12 @@
 
 use ringkernel::prelude::*;
 use ringkernel::runtime::KernelDef;
+use ringkernel::GpuType;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-use ringkernel::GpuType;
 
 /// A number to add up, or to pass along a K2K chain (GPU word layout, so WGSL handlers read it).
 #[derive(RingMessage, GpuType, Clone, Copy, Debug, PartialEq)]
@@ -123,20 +123,23 @@ fn stage_def(name: &str, next: Option<String>) -> KernelDef {
     #[cfg(feature = "wgpu")]
     let program = {
         let body = if next.is_some() { "rk_send_Num(0u, m);" } else { "rk_emit_Num(m);" };
-        let src = format!("fn on_Num(m: Num) {{ rk_state.count = rk_add64(rk_state.count, rk_u64(1u)); {body} }}");
+        let src =
+            format!("fn on_Num(m: Num) {{ rk_state.count = rk_add64(rk_state.count, rk_u64(1u)); {body} }}");
         let p = ringkernel::wgpu::WgslProgram::new::<Seen>(src).handles::<Num>();
         match &next {
             Some(t) => p.route(t.clone()),
             None => p,
         }
     };
-    let def = KernelDef::new::<Seen>(name).on(move |seen: &mut Seen, n: Num, ctx: &mut Context<'_>| -> Result<()> {
-        seen.count += 1;
-        match &next {
-            Some(t) => ctx.send_to(t, n),
-            None => ctx.emit(n),
-        }
-    });
+    let def = KernelDef::new::<Seen>(name).on(
+        move |seen: &mut Seen, n: Num, ctx: &mut Context<'_>| -> Result<()> {
+            seen.count += 1;
+            match &next {
+                Some(t) => ctx.send_to(t, n),
+                None => ctx.emit(n),
+            }
+        },
+    );
     #[cfg(feature = "wgpu")]
     let def = def.gpu(program);
     def

@@ -113,7 +113,10 @@ async fn device_envelopes_follow_the_layout() {
     assert_eq!(h.payload_len as usize, payload.len());
     assert_eq!(ringkernel::gpu::decode::<Every>(payload, "Every").unwrap(), sample(11));
     let ts = HlcTimestamp::from_packed(h.hlc, h.hlc_node);
-    assert!(ts.packed() > host_now.packed(), "the device clock advanced past the sender's: {ts:?} vs {host_now:?}");
+    assert!(
+        ts.packed() > host_now.packed(),
+        "the device clock advanced past the sender's: {ts:?} vs {host_now:?}"
+    );
     assert!(k.status().clock.packed() >= ts.packed());
     assert!(k.status().clock > before);
     rt.shutdown().await.unwrap();
@@ -121,8 +124,10 @@ async fn device_envelopes_follow_the_layout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_wgsl_is_a_launch_error_and_others_keep_serving() {
-    let bad = KernelDef::new::<Empty>("bad")
-        .gpu(WgslProgram::new::<Empty>("fn on_Ping(m: Ping) { rk_reply_Ping(undefined_thing); }").handles::<Ping>());
+    let bad = KernelDef::new::<Empty>("bad").gpu(
+        WgslProgram::new::<Empty>("fn on_Ping(m: Ping) { rk_reply_Ping(undefined_thing); }")
+            .handles::<Ping>(),
+    );
     let Some(rt) = runtime(vec![bad, echo_def("good", false)]).await else { return };
     match rt.launch("bad", LaunchOptions::default()).await {
         Err(Error::Gpu { backend: "wgpu", kernel, detail }) => {
@@ -150,7 +155,10 @@ fn on_Every(m: Every) { rk_reply_Every(m); }
         WgslProgram::new::<Empty>(src).handles::<Ping>().handles::<Every>().error_text(13, "unlucky number"),
     );
     let Some(rt) = runtime(vec![def]).await else { return };
-    let k = rt.launch("picky", LaunchOptions::default().with_queue_capacity(2).with_max_message_bytes(512)).await.unwrap();
+    let k = rt
+        .launch("picky", LaunchOptions::default().with_queue_capacity(2).with_max_message_bytes(512))
+        .await
+        .unwrap();
     // A user error code comes back as the call's error, with the declared text.
     match k.call::<_, Ping>(Ping { n: 13 }).await {
         Err(Error::Handler { detail, .. }) => assert!(detail.contains("unlucky number"), "{detail}"),
@@ -192,9 +200,10 @@ async fn wgpu_and_cpu_kernels_message_each_other() {
             .handles::<Ping>()
             .route("cpu_mid"),
     );
-    let mid = KernelDef::new::<()>("cpu_mid").on(|_: &mut (), p: Ping, ctx: &mut Context<'_>| -> Result<()> {
-        ctx.send_to("gpu_sink", Ping { n: p.n + 1 })
-    });
+    let mid =
+        KernelDef::new::<()>("cpu_mid").on(|_: &mut (), p: Ping, ctx: &mut Context<'_>| -> Result<()> {
+            ctx.send_to("gpu_sink", Ping { n: p.n + 1 })
+        });
     let sink = KernelDef::new::<Empty>("gpu_sink")
         .gpu(WgslProgram::new::<Empty>("fn on_Ping(m: Ping) { rk_emit_Ping(m); }").handles::<Ping>());
     let Some(rt) = runtime(vec![fwd, mid, sink]).await else { return };
@@ -239,7 +248,8 @@ async fn gpu_only_kernel_on_the_cpu_backend_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_does_not_pick_a_software_adapter_unless_asked() {
-    let software_only = ringkernel::wgpu::probe_adapter(false).is_err() && ringkernel::wgpu::probe_adapter(true).is_ok();
+    let software_only =
+        ringkernel::wgpu::probe_adapter(false).is_err() && ringkernel::wgpu::probe_adapter(true).is_ok();
     if !software_only || std::env::var("RINGKERNEL_WGPU_ALLOW_SOFTWARE").as_deref() == Ok("1") {
         eprintln!("SKIP: this check needs a machine whose only adapter is a software one");
         return;

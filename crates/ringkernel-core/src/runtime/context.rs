@@ -97,7 +97,13 @@ impl ExecLocal {
 
     /// Answers a failed host request with an error reply (no-op for one-way messages); see
     /// [`HostExecutor`](super::HostExecutor) for when `kernel_failed` is set.
-    pub fn fail_request(&mut self, cell: &KernelCell, header: &EnvelopeHeader, text: &str, kernel_failed: bool) {
+    pub fn fail_request(
+        &mut self,
+        cell: &KernelCell,
+        header: &EnvelopeHeader,
+        text: &str,
+        kernel_failed: bool,
+    ) {
         fail_request(cell, self, header, text, kernel_failed);
     }
 

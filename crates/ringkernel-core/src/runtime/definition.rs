@@ -212,7 +212,8 @@ impl KernelDef {
     /// Whether the kernel handles type id `id` (with a CPU handler or in a GPU program).
     #[must_use]
     pub fn handles(&self, id: u64) -> bool {
-        self.handlers.contains_key(&id) || self.gpu.iter().any(|p| p.handled_types().iter().any(|t| t.0 == id))
+        self.handlers.contains_key(&id)
+            || self.gpu.iter().any(|p| p.handled_types().iter().any(|t| t.0 == id))
     }
 
     /// Whether the kernel has CPU handlers (it can run on the CPU backend).

@@ -20,8 +20,8 @@ pub use context::{Context, ExecLocal, Target};
 #[doc(hidden)]
 pub use definition::inventory;
 pub use definition::{
-    BoxedState, DispatchError, GpuProgram, HandlerEntry, HandlerError, HandlerOutput, KernelCatalog, KernelDef,
-    KernelRegistration,
+    BoxedState, DispatchError, GpuProgram, HandlerEntry, HandlerError, HandlerOutput, KernelCatalog,
+    KernelDef, KernelRegistration,
 };
 pub use exec::{HostExecutor, RunOutcome};
 pub use handle::{ErrorReply, KernelHandle, KernelStatus, RawMessage, TerminateReport, TrySendError};
