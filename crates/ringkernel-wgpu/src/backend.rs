@@ -663,6 +663,7 @@ impl Dispatcher {
             let base = ((k.slot - lo) * CTRL_WORDS) as usize;
             let c = |w: u32| word(ctrl_data, base + w as usize);
             let (old_in_tail, old_processed) = (k.in_tail, k.processed);
+            let progressed = c(ctrl::PROCESSED) != old_processed || c(ctrl::IN_TAIL) != old_in_tail;
             k.in_head = c(ctrl::IN_HEAD);
             k.in_tail = c(ctrl::IN_TAIL);
             k.out_tail = c(ctrl::OUT_TAIL);
@@ -707,7 +708,10 @@ impl Dispatcher {
                 });
             }
             if (k.in_tail != k.in_head && !k.failed) || k.blocked {
-                busy = Busy::Work;
+                // Input left over: run again at once if this round moved anything; a kernel stuck
+                // behind a full target (say, an inactive one) is retried with a back-off instead
+                // of spinning the GPU.
+                busy = busy.max(if progressed { Busy::Work } else { Busy::Blocked });
             }
         }
         // 5. Read back what is still missing, then route everything in queue order.
