@@ -451,6 +451,11 @@ impl Drop for WgpuBackend {
     }
 }
 
+/// Host write of one control-block word (between submissions; see the module docs).
+fn write_ctrl(shared: &Shared, ctrl_offset: u32, word: u32, value: u32) {
+    shared.queue.write_buffer(&shared.mem, u64::from(ctrl_offset + word) * 4, &value.to_le_bytes());
+}
+
 fn words_to_bytes(w: &[u32]) -> Vec<u8> {
     w.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -764,11 +769,7 @@ impl Dispatcher {
                     }
                 }
                 k.out_head = k.out_tail;
-                shared.queue.write_buffer(
-                    &shared.mem,
-                    u64::from(k.ctrl() + ctrl::OUT_HEAD) * 4,
-                    &k.out_head.to_le_bytes(),
-                );
+                write_ctrl(shared, k.ctrl(), ctrl::OUT_HEAD, k.out_head);
                 busy = Busy::Work;
             }
             if let Some((_, bytes)) = more_slices.iter().find(|(r, _)| r.kernel == i && r.input) {
@@ -776,11 +777,7 @@ impl Dispatcher {
                     Self::return_or_fail_bytes(k, slot);
                 }
                 k.in_head = k.in_tail;
-                shared.queue.write_buffer(
-                    &shared.mem,
-                    u64::from(k.ctrl() + ctrl::IN_HEAD) * 4,
-                    &k.in_head.to_le_bytes(),
-                );
+                write_ctrl(shared, k.ctrl(), ctrl::IN_HEAD, k.in_head);
             }
         }
         for &i in &watched {
@@ -899,11 +896,7 @@ impl Dispatcher {
         flush_run(&mut run, run_start, k);
         if tail != k.in_tail {
             k.in_tail = tail;
-            shared.queue.write_buffer(
-                &shared.mem,
-                u64::from(k.ctrl() + ctrl::IN_TAIL) * 4,
-                &tail.to_le_bytes(),
-            );
+            write_ctrl(shared, k.ctrl(), ctrl::IN_TAIL, tail);
         }
         if rejected > 0 {
             cell.control.add_in_flight(-rejected);
@@ -1028,11 +1021,7 @@ impl Dispatcher {
             if !init.is_empty() {
                 shared.queue.write_buffer(&shared.mem, u64::from(k.state_off) * 4, &words_to_bytes(&init));
             }
-            shared.queue.write_buffer(
-                &shared.mem,
-                u64::from(k.ctrl() + ctrl::STATUS) * 4,
-                &0u32.to_le_bytes(),
-            );
+            write_ctrl(shared, k.ctrl(), ctrl::STATUS, 0);
             tracing::warn!(kernel = cell.name(), "{text}; restarted with fresh state");
             k.local.fail_request(cell, &request, &text, false);
         } else {
