@@ -258,3 +258,26 @@ async fn auto_does_not_pick_a_software_adapter_unless_asked() {
     assert_eq!(rt.backend(), Backend::Cpu);
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_device_memory_is_a_launch_error() {
+    let config = ringkernel::wgpu::WgpuConfig { arena_bytes: 4 << 20, max_kernels: 64, ..Default::default() };
+    let b = RingKernel::builder().backend(Backend::Wgpu).wgpu_config(config);
+    let rt = match b.kernel(echo_def("huge", false)).kernel(echo_def("small", false)).build().await {
+        Ok(rt) => rt,
+        Err(e) => {
+            assert!(std::env::var("RINGKERNEL_REQUIRE_WGPU").as_deref() != Ok("1"), "{e}");
+            eprintln!("SKIP: wgpu backend unavailable: {e}");
+            return;
+        }
+    };
+    // 16,384 slots x 1 KiB each way does not fit a 4 MiB arena.
+    let big = LaunchOptions::default().with_queue_capacity(16_384).with_max_message_bytes(1024);
+    match rt.launch("huge", big).await {
+        Err(Error::Gpu { detail, .. }) => assert!(detail.contains("out of device memory"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    let small = rt.launch("small", LaunchOptions::default().with_max_message_bytes(1024)).await.unwrap();
+    assert_eq!(small.call::<_, Every>(sample(5)).await.unwrap(), sample(5), "the runtime keeps serving");
+    rt.shutdown().await.unwrap();
+}
