@@ -3,10 +3,17 @@
 //!
 //! `cargo run -q -p ringkernel-codegen --example emit_cuda > adder.cu`
 
+#[path = "../tests/kernels/adder_types.rs"]
+mod adder_types;
+
 use ringkernel_codegen::{emit_cuda_kernel, KernelSource};
 
 fn main() {
-    let src =
-        emit_cuda_kernel(&KernelSource { name: "adder", handler: include_str!("../tests/kernels/adder.c") });
+    let types = adder_types::adder_types();
+    let src = emit_cuda_kernel(&KernelSource {
+        name: "adder",
+        handler: include_str!("../tests/kernels/adder.c"),
+        types: &types,
+    });
     print!("{src}");
 }

@@ -17,8 +17,13 @@
 //!   absence of `__CUDACC__`, as plain C, which `tests/host_shim.rs` runs on a host thread against
 //!   the Rust host side.
 //!
-//! What is not here yet: WGSL emission, message/state structs generated from Rust types (handlers
-//! declare their payload structs by hand today), multi-block kernels and K2K on the device.
+//! * [`cuda_types::emit_c_types`]: C structs, readers and writers of GPU-layout message types for
+//!   CUDA handlers, from the same `GpuType` description as the Rust codec and the WGSL structs.
+//!
+//! * [`wgsl`]: the wgpu backend's WGSL modules (declarations from the Rust types, device runtime,
+//!   dispatch wrapper); validated with naga and run on lavapipe in CI.
+//!
+//! What is not here yet: multi-block CUDA kernels and K2K between CUDA kernels on the device.
 
 use ringkernel_core::control_block::{CONTROL_BLOCK_FIELDS, CONTROL_BLOCK_SIZE};
 use ringkernel_core::message::{ENVELOPE_FIELDS, ENVELOPE_HEADER_SIZE};
@@ -131,6 +136,9 @@ pub struct KernelSource<'a> {
     pub name: &'a str,
     /// The handler's C source.
     pub handler: &'a str,
+    /// Message (and state) types whose C structs, readers and writers are generated for the
+    /// handler ([`cuda_types::emit_c_types`]); empty when the handler declares its own.
+    pub types: &'a [wgsl::WgslType],
 }
 
 /// Emits the complete source of one persistent kernel (layouts + runtime + handler + loop).
@@ -152,6 +160,10 @@ pub fn emit_cuda_kernel(k: &KernelSource<'_>) -> String {
     );
     let mut out = emit_c_header();
     out.push_str(CUDA_RUNTIME);
+    if !k.types.is_empty() {
+        out.push_str("\n// ---- message types (generated from the Rust GpuType descriptions) ----\n");
+        out.push_str(&cuda_types::emit_c_types(k.types));
+    }
     out.push_str("\n// ---- handler ----\n");
     out.push_str(k.handler);
     out.push_str("\n// ---- persistent loop ----\n");
@@ -249,4 +261,5 @@ mod tests {
     }
 }
 
+pub mod cuda_types;
 pub mod wgsl;

@@ -8,26 +8,12 @@ use ringkernel_core::control_block::ControlBlock;
 use ringkernel_core::hlc::{HlcClock, HlcTimestamp};
 use ringkernel_core::message::{decode, encode, EnvelopeMeta, FLAG_REPLY};
 use ringkernel_core::queue::SlotRing;
-use ringkernel_derive::RingMessage;
 use std::ffi::CString;
 use std::process::Command;
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq)]
-#[message(pod, type_id = 0xA001, crate = "ringkernel_core")]
-#[repr(C)]
-struct AdderRequest {
-    a: u64,
-    b: u64,
-}
-
-#[derive(RingMessage, IntoBytes, FromBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq)]
-#[message(pod, type_id = 0xA002, crate = "ringkernel_core")]
-#[repr(C)]
-struct AdderReply {
-    sum: u64,
-    running_total: u64,
-}
+#[path = "kernels/adder_types.rs"]
+mod adder_types;
+use adder_types::{adder_types, AdderReply, AdderRequest};
 
 type KernelFn = unsafe extern "C" fn(*mut ControlBlock, *mut u8, *mut u8, *mut u8);
 
@@ -38,7 +24,12 @@ fn build_kernel() -> Option<(*mut libc::c_void, KernelFn)> {
         eprintln!("SKIP: no C compiler ({cc}) to build the host shim with");
         return None;
     }
-    let src = emit_cuda_kernel(&KernelSource { name: "adder", handler: include_str!("kernels/adder.c") });
+    let types = adder_types();
+    let src = emit_cuda_kernel(&KernelSource {
+        name: "adder",
+        handler: include_str!("kernels/adder.c"),
+        types: &types,
+    });
     let dir = std::env::temp_dir().join(format!("ringkernel-shim-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("adder.c"), src).unwrap();
@@ -104,7 +95,9 @@ fn generated_kernel_serves_the_rust_host_side() {
                 hlc: host.tick(),
                 flags: 0,
             };
-            let req = AdderRequest { a: sent, b: 2 * sent };
+            // Terms of 0..3 elements exercise the generated slice reader and writer.
+            let terms: Vec<u32> = (0..(sent % 4) as u32).map(|t| t * 10 + 1).collect();
+            let req = AdderRequest { a: sent, b: 2 * sent, terms };
             let pushed = input.try_push_with(|s| encode(&req, &meta, s)).unwrap();
             if pushed.is_some() {
                 cb.add_in_flight(1);
@@ -121,11 +114,13 @@ fn generated_kernel_serves_the_rust_host_side() {
             assert_eq!(h.correlation_id, i + 1, "replies in request order");
             assert_eq!(h.flags & FLAG_REPLY, FLAG_REPLY);
             assert_eq!((h.source, h.destination), (7, 0));
-            total += 3 * i;
+            let terms: Vec<u32> = (0..(i % 4) as u32).map(|t| t * 10 + 1).collect();
+            let sum = 3 * i + terms.iter().map(|&t| u64::from(t)).sum::<u64>();
+            total += sum;
             assert_eq!(
                 rep,
-                AdderReply { sum: 3 * i, running_total: total },
-                "state persists across messages"
+                AdderReply { sum, running_total: total, echo: terms },
+                "state persists across messages; generated C reader/writer agree with the Rust codec"
             );
             let ts = HlcTimestamp::from_packed(h.hlc, h.hlc_node);
             assert!(ts > last_hlc, "kernel HLC strictly increases");
