@@ -137,7 +137,7 @@ pub fn encode<T: GpuType>(value: &T, type_name: &'static str, out: &mut [u8]) ->
 /// Decodes a payload written by [`encode`] (or by generated GPU code).
 pub fn decode<T: GpuType>(bytes: &[u8], type_name: &'static str) -> Result<T, DecodeError> {
     let fixed = T::fixed_words() as usize * 4;
-    if bytes.len() < fixed || bytes.len() % 4 != 0 {
+    if bytes.len() < fixed || !bytes.len().is_multiple_of(4) {
         return Err(DecodeError::Payload {
             type_name,
             detail: format!(

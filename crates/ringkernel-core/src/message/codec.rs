@@ -266,7 +266,7 @@ pub mod rkyv_codec {
             for<'a> CheckBytes<HighValidator<'a, RkyvError>> + Deserialize<T, HighDeserializer<RkyvError>>,
     {
         let fail = |e: RkyvError| DecodeError::Payload { type_name: T::type_name(), detail: e.to_string() };
-        if (bytes.as_ptr() as usize) % ARCHIVE_ALIGN == 0 {
+        if (bytes.as_ptr() as usize).is_multiple_of(ARCHIVE_ALIGN) {
             rkyv::from_bytes::<T, RkyvError>(bytes).map_err(fail)
         } else {
             // Bytes from outside a slot may be misaligned; realign (copy) rather than reject.

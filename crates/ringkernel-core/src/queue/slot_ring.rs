@@ -82,7 +82,7 @@ fn check_geometry(capacity: usize, slot_size: usize) -> Result<(u32, u32), Queue
     // At least two slots: with one, "full at position p" (seq = p + 1) would read as "free at
     // position p + 1" (seq = p + 1), so the sequence protocol needs capacity >= 2.
     let capacity = round_capacity(capacity)?.max(2);
-    if slot_size == 0 || slot_size % 16 != 0 || slot_size > (1 << 30) {
+    if slot_size == 0 || !slot_size.is_multiple_of(16) || slot_size > (1 << 30) {
         return Err(QueueConfigError::SlotSize(slot_size as u64));
     }
     Ok((capacity, slot_size as u32))
@@ -138,7 +138,7 @@ impl RawSlotRing {
         let (capacity, slot_size) = check_geometry(capacity, slot_size)?;
         let needed = ring_region_size(capacity, slot_size);
         let addr = region.as_ptr() as usize;
-        if len < needed || addr % 128 != 0 {
+        if len < needed || !addr.is_multiple_of(128) {
             return Err(QueueConfigError::Region { len, align: 1 << addr.trailing_zeros().min(63), needed });
         }
         let header = region.cast::<QueueHeader>();
