@@ -492,7 +492,22 @@ impl Dispatcher {
             }
             // Cleared before the scan: a doorbell rung during the round sets it again (see Bell).
             shared.pending.store(false, Ordering::SeqCst);
-            let busy = self.round(&shared);
+            // A bug in a round must not leave callers waiting forever: fail this device's
+            // kernels with the panic text (CPU kernels are unaffected) and keep the thread alive
+            // so shutdown still joins it.
+            let busy = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.round(&shared))) {
+                Ok(b) => b,
+                Err(p) => {
+                    let text = p
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or(p.downcast_ref::<&str>().copied())
+                        .unwrap_or("non-string panic");
+                    tracing::error!("wgpu dispatcher panicked: {text}");
+                    self.fail_all(&format!("the wgpu dispatcher panicked: {text}"));
+                    Busy::Idle
+                }
+            };
             let pending = shared.pending.load(Ordering::SeqCst);
             drop(shared);
             match busy {
