@@ -431,6 +431,17 @@ impl WgpuBackend {
         Ok(())
     }
 
+    /// Destroys the device as a driver reset would (for tests of device loss): every kernel on
+    /// it fails with the reason, waiting calls get an error, launches are refused.
+    #[doc(hidden)]
+    pub fn simulate_device_loss(&self) {
+        self.shared.device.destroy();
+        if let Some(t) = self.shared.thread.get() {
+            self.shared.pending.store(true, Ordering::SeqCst);
+            t.unpark();
+        }
+    }
+
     /// Stops the dispatcher (kernels should have been terminated first).
     pub fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -553,6 +564,8 @@ impl Dispatcher {
     fn round(&mut self, shared: &Shared) -> Busy {
         let mut busy = Busy::Idle;
         self.kernels.append(&mut shared.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+        // Drives wgpu's callbacks (device loss among them) even in rounds that submit nothing.
+        let _ = shared.device.poll(wgpu::PollType::Poll);
         if let Some(reason) = shared.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             self.fail_all(&reason);
         }
@@ -1058,7 +1071,13 @@ impl Dispatcher {
             k.failed = true;
             let text = format!("the wgpu device failed: {reason}");
             cell.record_error(ErrorCode::HandlerPanic, text.clone());
-            let _ = cell.transition(KernelState::Failed);
+            // Device loss happens outside the lifecycle table (an inactive kernel fails too): the
+            // state is set directly unless the kernel already ended.
+            if cell.transition(KernelState::Failed).is_err()
+                && !matches!(cell.state(), KernelState::Terminated | KernelState::Failed)
+            {
+                cell.control.set_state_code(KernelState::Failed.code());
+            }
             for corr in cell.replies.waiting() {
                 let h = EnvelopeHeader { correlation_id: corr, ..EnvelopeHeader::default() };
                 k.local.fail_request(&cell, &h, &text, true);

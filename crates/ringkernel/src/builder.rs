@@ -284,6 +284,14 @@ impl RingKernel {
         Ok(())
     }
 
+    /// The wgpu backend, when the runtime runs on it (for tests that need its internals).
+    #[cfg(feature = "wgpu")]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn wgpu_backend(&self) -> Option<&ringkernel_wgpu::WgpuBackend> {
+        self.inner.wgpu.as_ref()
+    }
+
     /// The GPU adapter in use, if the runtime runs on a GPU backend.
     #[must_use]
     pub fn adapter(&self) -> Option<String> {

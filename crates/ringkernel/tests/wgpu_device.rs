@@ -281,3 +281,35 @@ async fn out_of_device_memory_is_a_launch_error() {
     assert_eq!(small.call::<_, Every>(sample(5)).await.unwrap(), sample(5), "the runtime keeps serving");
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_loss_fails_gpu_kernels_and_spares_cpu_ones() {
+    let cpu_def = KernelDef::new::<()>("cpu_echo").on(|_: &mut (), p: Ping, _: &mut Context<'_>| p);
+    let Some(rt) = runtime(vec![echo_def("doomed", false), cpu_def]).await else { return };
+    let gpu = rt.launch("doomed", LaunchOptions::default().with_max_message_bytes(1024)).await.unwrap();
+    let cpu = rt.launch("cpu_echo", LaunchOptions::default()).await.unwrap();
+    assert_eq!(gpu.call::<_, Every>(sample(1)).await.unwrap(), sample(1));
+    gpu.deactivate().await.unwrap();
+    let pending = {
+        let g = gpu.clone();
+        tokio::spawn(async move { g.call::<_, Every>(sample(2)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    rt.wgpu_backend().unwrap().simulate_device_loss();
+    let r = tokio::time::timeout(Duration::from_secs(10), pending).await.expect("caller not left hanging");
+    match r.unwrap() {
+        Err(Error::KernelFailed { detail, .. }) => assert!(detail.contains("device"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(gpu.status().state, KernelState::Failed);
+    assert!(gpu.status().last_error.unwrap().contains("device"));
+    assert_eq!(cpu.call::<_, Ping>(Ping { n: 4 }).await.unwrap(), Ping { n: 4 }, "CPU kernels keep serving");
+    match rt.launch("doomed", LaunchOptions::default()).await {
+        Err(Error::AlreadyLaunched(_)) | Err(Error::Gpu { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(10), rt.shutdown())
+        .await
+        .expect("shutdown after device loss")
+        .unwrap();
+}
