@@ -122,10 +122,16 @@ struct Shared {
     sweeps: u32,
 }
 
-struct Bell(Weak<Shared>);
+/// A kernel's doorbell: marks the kernel dirty (so the next round looks at it) and wakes the
+/// dispatcher.
+struct Bell(Weak<Shared>, Arc<AtomicBool>);
 
 impl Doorbell for Bell {
     fn ring(&self) {
+        // SeqCst: pairs with the dispatcher's `swap(false)` before it looks at the kernel; either
+        // that look sees the input published before this store, or the flag stays set for the
+        // next round.
+        self.1.store(true, Ordering::SeqCst);
         if let Some(s) = self.0.upgrade() {
             // SeqCst: pairs with the dispatcher's clear-then-scan; either the dispatcher's scan
             // sees the input published before this store, or it sees `pending` and runs again.
@@ -161,6 +167,12 @@ struct GpuKernel {
     initialized: bool,
     failed: bool,
     blocked: bool,
+    /// Terminated and released; skipped until the vector is compacted.
+    gone: bool,
+    /// Set by the doorbell; cleared when a round looks at the kernel.
+    dirty: Arc<AtomicBool>,
+    /// Nothing queued anywhere and nothing pending: rounds skip the kernel until it is dirty.
+    quiet: bool,
     local: ExecLocal,
 }
 
@@ -406,6 +418,9 @@ impl WgpuBackend {
             initialized: false,
             failed: false,
             blocked: false,
+            gone: false,
+            dirty: Arc::new(AtomicBool::new(true)),
+            quiet: false,
             local: ExecLocal::default(),
         };
         // Control block and initial state, written before the kernel's first dispatch.
@@ -425,7 +440,7 @@ impl WgpuBackend {
         if !program.init_state().is_empty() {
             q.write_buffer(&self.shared.mem, u64::from(state_off) * 4, &words_to_bytes(program.init_state()));
         }
-        cell.set_doorbell(Arc::new(Bell(Arc::downgrade(&self.shared))));
+        cell.set_doorbell(Arc::new(Bell(Arc::downgrade(&self.shared), k.dirty.clone())));
         self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(k);
         cell.ring();
         Ok(())
@@ -485,14 +500,18 @@ enum Busy {
 
 struct Dispatcher {
     shared: Weak<Shared>,
+    /// In launch (id) order, so dispatch follows launch order and ids are found by binary search.
+    /// Entries of terminated kernels stay (`gone`) until they are half the vector, so that a
+    /// removal costs O(1) amortised rather than a shift of every later kernel.
     kernels: Vec<GpuKernel>,
+    gone: usize,
     ctrl_rb: Option<wgpu::Buffer>,
     data_rb: Option<wgpu::Buffer>,
 }
 
 impl Dispatcher {
     fn new(shared: Weak<Shared>) -> Self {
-        Self { shared, kernels: Vec::new(), ctrl_rb: None, data_rb: None }
+        Self { shared, kernels: Vec::new(), gone: 0, ctrl_rb: None, data_rb: None }
     }
 
     fn run(mut self) {
@@ -564,33 +583,39 @@ impl Dispatcher {
     fn round(&mut self, shared: &Shared) -> Busy {
         let mut busy = Busy::Idle;
         self.kernels.append(&mut shared.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+        if self.gone * 2 > self.kernels.len() {
+            self.kernels.retain(|k| !k.gone);
+            self.gone = 0;
+        }
         // Drives wgpu's callbacks (device loss among them) even in rounds that submit nothing.
         let _ = shared.device.poll(wgpu::PollType::Poll);
         if let Some(reason) = shared.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             self.fail_all(&reason);
         }
-        // 1. Host side: lifecycle, outboxes, uploads.
+        // 1. Host side: lifecycle, outboxes, uploads, for every kernel that is dirty (its doorbell
+        //    rang) or not quiet; a quiet kernel costs one atomic swap per round.
         let mut i = 0;
         while i < self.kernels.len() {
+            if self.kernels[i].gone {
+                i += 1;
+                continue;
+            }
+            let dirty = self.kernels[i].dirty.swap(false, Ordering::SeqCst);
+            if !dirty && self.kernels[i].quiet {
+                i += 1;
+                continue;
+            }
             match self.prepare(shared, i) {
                 None => {
-                    let k = self.kernels.swap_remove(i);
-                    self.release(shared, &k);
-                    // swap_remove changed the launch order; restore it (slot order = launch order
-                    // is not guaranteed either, so sort by id, which is).
-                    self.kernels.sort_by_key(|k| k.id);
-                    continue;
+                    self.release(shared, i);
+                    self.gone += 1;
                 }
                 Some(b) => busy = busy.max(b),
             }
             i += 1;
         }
         // 2. Which kernels to dispatch: those with device input, and what their routes reach.
-        let by_id: HashMap<u32, usize> = self.kernels.iter().enumerate().map(|(i, k)| (k.id, i)).collect();
-        let mut routes: Vec<Vec<(u32, u32)>> = Vec::with_capacity(self.kernels.len());
-        for k in &self.kernels {
-            routes.push(self.resolve_routes(k, &by_id));
-        }
+        let mut routes: HashMap<usize, Vec<(u32, u32)>> = HashMap::new();
         let runnable = |k: &GpuKernel| {
             k.initialized
                 && !k.failed
@@ -599,7 +624,7 @@ impl Dispatcher {
         };
         let mut dispatch = vec![false; self.kernels.len()];
         let mut stack: Vec<usize> = (0..self.kernels.len())
-            .filter(|&i| runnable(&self.kernels[i]) && self.kernels[i].in_tail != self.kernels[i].in_head)
+            .filter(|&i| self.kernels[i].in_tail != self.kernels[i].in_head && runnable(&self.kernels[i]))
             .collect();
         let mut watch = vec![false; self.kernels.len()];
         while let Some(i) = stack.pop() {
@@ -608,17 +633,19 @@ impl Dispatcher {
             }
             dispatch[i] = true;
             watch[i] = true;
-            for &(tctrl, tid) in &routes[i] {
+            let r = self.resolve_routes(&self.kernels[i]);
+            for &(tctrl, tid) in &r {
                 if tctrl == 0 {
                     continue;
                 }
-                if let Some(&t) = by_id.get(&tid) {
+                if let Some(t) = self.index_of(tid) {
                     watch[t] = true;
                     if runnable(&self.kernels[t]) {
                         stack.push(t);
                     }
                 }
             }
+            routes.insert(i, r);
         }
         if !dispatch.iter().any(|&d| d) {
             return busy;
@@ -633,10 +660,10 @@ impl Dispatcher {
         for (i, k) in self.kernels.iter().enumerate().filter(|(i, _)| dispatch[*i]) {
             let mut d = vec![0u32; (DESC_SIZE / 4) as usize];
             d[0] = k.ctrl();
-            d[1] = routes[i].len() as u32;
+            d[1] = routes[&i].len() as u32;
             d[2] = k.id;
             let mut via_host = 0u32;
-            for (r, &(tctrl, tid)) in routes[i].iter().enumerate() {
+            for (r, &(tctrl, tid)) in routes[&i].iter().enumerate() {
                 d[4 + r] = tctrl;
                 d[4 + MAX_ROUTES as usize + r] = tid;
                 if tctrl == 0 {
@@ -739,6 +766,10 @@ impl Dispatcher {
                     first: k.in_head,
                     count: k.in_tail.wrapping_sub(k.in_head).min(k.in_cap),
                 });
+            }
+            if k.in_tail != k.in_head || k.out_tail != k.out_head || k.blocked || k.failed {
+                // Device work left, or arrived by device K2K: look at it next round.
+                k.quiet = false;
             }
             if (k.in_tail != k.in_head && !k.failed) || k.blocked {
                 // Input left over: run again at once if this round moved anything; a kernel stuck
@@ -854,6 +885,12 @@ impl Dispatcher {
             cell.input_waiters.notify();
             return None;
         }
+        k.quiet = busy == Busy::Idle
+            && cell.input.is_empty()
+            && k.in_head == k.in_tail
+            && k.out_head == k.out_tail
+            && k.local.outbox_len() == 0
+            && !cell.control.terminate_requested();
         Some(busy)
     }
 
@@ -939,14 +976,19 @@ impl Dispatcher {
         moved
     }
 
-    fn resolve_routes(&self, k: &GpuKernel, by_id: &HashMap<u32, usize>) -> Vec<(u32, u32)> {
+    /// Index of the live kernel with id `id`.
+    fn index_of(&self, id: u32) -> Option<usize> {
+        self.kernels.binary_search_by_key(&id, |k| k.id).ok().filter(|&i| !self.kernels[i].gone)
+    }
+
+    fn resolve_routes(&self, k: &GpuKernel) -> Vec<(u32, u32)> {
         let Some(dir) = k.dir.upgrade() else { return Vec::new() };
         k.program()
             .routes()
             .iter()
             .map(|name| match dir.by_name(name) {
-                Some(t) if t.state() != KernelState::Terminated => match by_id.get(&t.id().0) {
-                    Some(&ti) if !self.kernels[ti].failed && self.kernels[ti].initialized => {
+                Some(t) if t.state() != KernelState::Terminated => match self.index_of(t.id().0) {
+                    Some(ti) if !self.kernels[ti].failed && self.kernels[ti].initialized => {
                         (self.kernels[ti].ctrl(), t.id().0)
                     }
                     _ => (0, t.id().0),
@@ -1064,7 +1106,7 @@ impl Dispatcher {
 
     fn fail_all(&mut self, reason: &str) {
         for k in &mut self.kernels {
-            if k.failed {
+            if k.failed || k.gone {
                 continue;
             }
             let Some(cell) = k.cell.upgrade() else { continue };
@@ -1087,7 +1129,11 @@ impl Dispatcher {
         }
     }
 
-    fn release(&mut self, shared: &Shared, k: &GpuKernel) {
+    /// Returns a terminated kernel's device memory and control block and marks it gone.
+    fn release(&mut self, shared: &Shared, i: usize) {
+        let k = &mut self.kernels[i];
+        k.gone = true;
+        k.quiet = true;
         let mut a = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
         a.give(k.region.0, k.region.1);
         a.free_slots.push(k.slot);
