@@ -23,7 +23,10 @@ for line in sys.stdin:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m.get("profile", {}).get("test"):
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    kinds = m.get("target", {}).get("kind", [])
+    if "test" in kinds or "bench" in kinds or m.get("profile", {}).get("test"):
         print(m["executable"])
 '
 }
