@@ -53,18 +53,6 @@ impl GpuScalar {
             Self::U64 | Self::I64 => "vec2<u32>",
         }
     }
-
-    /// Short name used in generated helper names (`rk_slice_f32`, ...).
-    #[must_use]
-    pub const fn short(self) -> &'static str {
-        match self {
-            Self::U32 => "u32",
-            Self::I32 => "i32",
-            Self::F32 => "f32",
-            Self::U64 => "u64",
-            Self::I64 => "i64",
-        }
-    }
 }
 
 /// The shape of one field.
@@ -114,12 +102,6 @@ pub trait GpuType: Sized {
     #[must_use]
     fn fixed_words() -> u32 {
         Self::GPU_FIELDS.iter().map(|f| f.kind.fixed_words()).sum()
-    }
-
-    /// Whether the type has `Vec` fields (variable size).
-    #[must_use]
-    fn has_slices() -> bool {
-        Self::GPU_FIELDS.iter().any(|f| matches!(f.kind, GpuFieldKind::Slice(_)))
     }
 }
 

@@ -27,7 +27,9 @@
 
 use crate::device::{self, Opened};
 use crate::program::WgslProgram;
-use ringkernel_codegen::wgsl::{ctrl, err, CTRL_WORDS, DESC_SIZE, DESC_STRIDE, GLOBAL_WORDS, MAX_ROUTES};
+use ringkernel_codegen::wgsl::{
+    ctrl, err, CTRL_WORDS, DESC_SIZE, DESC_STRIDE, GLOBAL_WORDS, MAX_ROUTES, ROUTE_VIA_HOST,
+};
 use ringkernel_core::control_block::ErrorCode;
 use ringkernel_core::message::{decode_header, EnvelopeHeader, KernelId, FLAG_ERROR_REPLY};
 use ringkernel_core::runtime::{
@@ -635,7 +637,7 @@ impl Dispatcher {
             watch[i] = true;
             let r = self.resolve_routes(&self.kernels[i]);
             for &(tctrl, tid) in &r {
-                if tctrl == 0 {
+                if tctrl == ROUTE_VIA_HOST {
                     continue;
                 }
                 if let Some(t) = self.index_of(tid) {
@@ -666,7 +668,7 @@ impl Dispatcher {
             for (r, &(tctrl, tid)) in routes[&i].iter().enumerate() {
                 d[4 + r] = tctrl;
                 d[4 + MAX_ROUTES as usize + r] = tid;
-                if tctrl == 0 {
+                if tctrl == ROUTE_VIA_HOST {
                     via_host += 1;
                 } else {
                     device_routes = true;
@@ -991,9 +993,9 @@ impl Dispatcher {
                     Some(ti) if !self.kernels[ti].failed && self.kernels[ti].initialized => {
                         (self.kernels[ti].ctrl(), t.id().0)
                     }
-                    _ => (0, t.id().0),
+                    _ => (ROUTE_VIA_HOST, t.id().0),
                 },
-                _ => (0, u32::MAX),
+                _ => (ROUTE_VIA_HOST, u32::MAX),
             })
             .collect()
     }

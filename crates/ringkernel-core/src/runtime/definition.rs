@@ -83,6 +83,8 @@ pub struct KernelDef {
     make_state: Arc<dyn Fn() -> BoxedState + Send + Sync>,
     pub(crate) handlers: HashMap<u64, HandlerEntry>,
     gpu: Vec<Arc<dyn GpuProgram>>,
+    /// Type ids (and names) the GPU programs handle, kept so `handles` allocates nothing per send.
+    gpu_types: HashMap<u64, &'static str>,
 }
 
 /// A kernel's implementation for one GPU backend (for example `ringkernel_wgpu::WgslProgram`),
@@ -120,6 +122,7 @@ impl KernelDef {
             make_state: Arc::new(move || Box::new(factory()) as BoxedState),
             handlers: HashMap::new(),
             gpu: Vec::new(),
+            gpu_types: HashMap::new(),
         }
     }
 
@@ -188,6 +191,7 @@ impl KernelDef {
     pub fn gpu(mut self, program: impl GpuProgram) -> Self {
         self.gpu.retain(|p| p.backend() != program.backend());
         self.gpu.push(Arc::new(program));
+        self.refresh_gpu_types();
         self
     }
 
@@ -212,8 +216,7 @@ impl KernelDef {
     /// Whether the kernel handles type id `id` (with a CPU handler or in a GPU program).
     #[must_use]
     pub fn handles(&self, id: u64) -> bool {
-        self.handlers.contains_key(&id)
-            || self.gpu.iter().any(|p| p.handled_types().iter().any(|t| t.0 == id))
+        self.handlers.contains_key(&id) || self.gpu_types.contains_key(&id)
     }
 
     /// Whether the kernel has CPU handlers (it can run on the CPU backend).
@@ -232,9 +235,7 @@ impl KernelDef {
     #[must_use]
     pub fn accepted(&self) -> Vec<String> {
         let mut v: Vec<_> = self.handlers.values().map(|h| h.type_name.to_string()).collect();
-        for p in &self.gpu {
-            v.extend(p.handled_types().into_iter().map(|t| t.2.to_string()));
-        }
+        v.extend(self.gpu_types.values().map(|n| n.to_string()));
         v.sort();
         v.dedup();
         v
@@ -265,6 +266,11 @@ impl KernelDef {
         (h.call)(state, header, payload, ctx).map_err(DispatchError::Handler)
     }
 
+    fn refresh_gpu_types(&mut self) {
+        self.gpu_types =
+            self.gpu.iter().flat_map(|p| p.handled_types()).map(|(id, _, name)| (id, name)).collect();
+    }
+
     fn merge(&mut self, other: KernelDef) -> Result<(), Error> {
         if other.state_type != self.state_type {
             return Err(Error::KernelDefinition {
@@ -284,6 +290,7 @@ impl KernelDef {
             }
             self.gpu.push(p);
         }
+        self.refresh_gpu_types();
         for (id, h) in other.handlers {
             if let Some(existing) = self.handlers.get(&id) {
                 return Err(duplicate(&self.name, id, existing, h.type_name, h.rust_type));
