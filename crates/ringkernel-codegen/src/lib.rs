@@ -10,12 +10,13 @@
 //!   compiler sees the same offsets as Rust; `tests/c_layout.rs` compiles it with the host C
 //!   compiler and compares `offsetof` for every field with the Rust tables.
 //!
-//! * [`emit_cuda_kernel`]: a complete CUDA C source for one kernel: the layout header, the device
-//!   runtime (`src/cuda/runtime.cuh`: slot-ring protocol, control block, HLC) and a persistent loop
-//!   around a handler written in C against those declarations. The same text compiles for the GPU
-//!   (NVRTC, `scripts/cuda_compile_check.py` in CI) and, through a host shim selected by the
-//!   absence of `__CUDACC__`, as plain C, which `tests/host_shim.rs` runs on a host thread against
-//!   the Rust host side.
+//! * [`cuda::emit_cuda_kernel`]: a complete CUDA C source for one kernel: the layout header, the
+//!   device runtime (`src/cuda/runtime.cuh`: slot-ring protocol, control block, HLC), the message
+//!   types, send/reply helpers, dispatch and a persistent loop around handlers written in C
+//!   against those declarations. The same text compiles for the GPU (NVRTC at launch in
+//!   `ringkernel-cuda`, and `scripts/cuda_compile_check.py` in CI) and, through a host shim
+//!   selected by the absence of `__CUDACC__`, as plain C, which `tests/host_shim.rs` and the
+//!   CUDA backend's host emulation run on host threads against the Rust host side.
 //!
 //! * [`cuda_types::emit_c_types`]: C structs, readers and writers of GPU-layout message types for
 //!   CUDA handlers, from the same `GpuType` description as the Rust codec and the WGSL structs.
@@ -23,7 +24,8 @@
 //! * [`wgsl`]: the wgpu backend's WGSL modules (declarations from the Rust types, device runtime,
 //!   dispatch wrapper); validated with naga and run on lavapipe in CI.
 //!
-//! What is not here yet: multi-block CUDA kernels and K2K between CUDA kernels on the device.
+//! What is not here yet: CUDA handlers run on one GPU thread (no block-wide parallelism inside a
+//! handler).
 
 use ringkernel_core::control_block::{CONTROL_BLOCK_FIELDS, CONTROL_BLOCK_SIZE};
 use ringkernel_core::message::{ENVELOPE_FIELDS, ENVELOPE_HEADER_SIZE};
@@ -49,6 +51,18 @@ pub const LAYOUTS: &[Layout] = &[
     Layout { name: "rk_queue_header", size: QUEUE_HEADER_SIZE, align: 128, fields: QUEUE_HEADER_FIELDS },
     Layout { name: "rk_slot_meta", size: 8, align: 4, fields: SLOT_META_FIELDS },
     Layout { name: "rk_envelope_header", size: ENVELOPE_HEADER_SIZE, align: 8, fields: ENVELOPE_FIELDS },
+    Layout {
+        name: "rk_kernel_params",
+        size: cuda::KERNEL_PARAMS_SIZE,
+        align: 8,
+        fields: cuda::KERNEL_PARAMS_FIELDS,
+    },
+    Layout {
+        name: "rk_route_entry",
+        size: cuda::ROUTE_ENTRY_SIZE,
+        align: 8,
+        fields: cuda::ROUTE_ENTRY_FIELDS,
+    },
 ];
 
 fn c_type(size: usize) -> Option<&'static str> {
@@ -122,122 +136,6 @@ fn write_struct(out: &mut String, l: &Layout) {
 /// Device runtime shared by every generated kernel (see the crate docs).
 pub const CUDA_RUNTIME: &str = include_str!("cuda/runtime.cuh");
 
-/// A kernel's device-side source: its name and its handler, written in C.
-///
-/// The handler must define
-/// `RK_DEVICE int32_t rk_handle_<name>(uint8_t* state, const rk_envelope_header* msg,
-/// const uint8_t* payload, uint8_t* out, uint32_t out_capacity, uint64_t* reply_type)`:
-/// it reads the request, writes at most `out_capacity` reply payload bytes to `out`, sets
-/// `*reply_type`, and returns the payload length (0 or more), or -1 for an error (recorded in the
-/// control block; the reply slot is published void).
-#[derive(Debug, Clone, Copy)]
-pub struct KernelSource<'a> {
-    /// Kernel name; the entry point is `rk_kernel_<name>`. Must be a C identifier.
-    pub name: &'a str,
-    /// The handler's C source.
-    pub handler: &'a str,
-    /// Message (and state) types whose C structs, readers and writers are generated for the
-    /// handler ([`cuda_types::emit_c_types`]); empty when the handler declares its own.
-    pub types: &'a [wgsl::WgslType],
-}
-
-/// Emits the complete source of one persistent kernel (layouts + runtime + handler + loop).
-///
-/// The entry point `rk_kernel_<name>(rk_control_block*, uint8_t* input_region,
-/// uint8_t* output_region, uint8_t* state)` is meant to be launched once (one thread does the
-/// queue work) and returns when the host requests termination and the input queue is drained.
-///
-/// # Panics
-/// If `name` is not a C identifier.
-#[must_use]
-pub fn emit_cuda_kernel(k: &KernelSource<'_>) -> String {
-    assert!(
-        !k.name.is_empty()
-            && k.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !k.name.starts_with(|c: char| c.is_ascii_digit()),
-        "kernel name {:?} is not a C identifier",
-        k.name
-    );
-    let mut out = emit_c_header();
-    out.push_str(CUDA_RUNTIME);
-    if !k.types.is_empty() {
-        out.push_str("\n// ---- message types (generated from the Rust GpuType descriptions) ----\n");
-        out.push_str(&cuda_types::emit_c_types(k.types));
-    }
-    out.push_str("\n// ---- handler ----\n");
-    out.push_str(k.handler);
-    out.push_str("\n// ---- persistent loop ----\n");
-    out.push_str(&PERSISTENT_LOOP.replace("NAME", k.name));
-    out
-}
-
-const PERSISTENT_LOOP: &str = r#"
-RK_KERNEL rk_kernel_NAME(rk_control_block* cb, uint8_t* input_region, uint8_t* output_region, uint8_t* state) {
-    if (!RK_IS_LEADER()) return;
-    rk_ring in = rk_ring_attach(input_region);
-    rk_ring out = rk_ring_attach(output_region);
-    uint64_t clock = cb->hlc_packed;
-    uint64_t sent = 0;
-    uint32_t idle = 0;
-    const uint32_t header_size = (uint32_t)sizeof(rk_envelope_header);
-    for (;;) {
-        uint32_t terminating = rk_load_acquire(&cb->terminate_requested);
-        if (!terminating && !rk_load_acquire(&cb->active)) {
-            rk_pause(idle++);
-            continue;
-        }
-        uint32_t pos, len;
-        uint8_t* slot = rk_ring_claim_pop(&in, &pos, &len);
-        if (!slot) {
-            if (terminating) break;
-            rk_pause(idle++);
-            continue;
-        }
-        idle = 0;
-        if (len != RK_VOID_LEN && len >= header_size) {
-            const rk_envelope_header* msg = (const rk_envelope_header*)slot;
-            clock = rk_hlc_merge(clock, msg->hlc);
-            uint32_t opos;
-            uint8_t* oslot;
-            while (!(oslot = rk_ring_claim_push(&out, &opos))) rk_pause(1);
-            uint64_t reply_type = 0;
-            int32_t n = -1;
-            if (msg->magic == RK_ENVELOPE_MAGIC && msg->payload_len <= len - header_size) {
-                n = rk_handle_NAME(state, msg, slot + header_size, oslot + header_size,
-                                   out.slot_size - header_size, &reply_type);
-            }
-            if (n >= 0 && (uint32_t)n <= out.slot_size - header_size) {
-                clock = rk_hlc_merge(clock, 0);
-                rk_envelope_header* rep = (rk_envelope_header*)oslot;
-                rep->magic = RK_ENVELOPE_MAGIC;
-                rep->version = (uint16_t)RK_ENVELOPE_VERSION;
-                rep->flags = (uint16_t)(msg->correlation_id ? RK_FLAG_REPLY : 0u);
-                rep->type_id = reply_type;
-                rep->message_id = ((uint64_t)cb->kernel_id << 40) | ++sent;
-                rep->correlation_id = msg->correlation_id;
-                rep->hlc = clock;
-                rep->source = cb->kernel_id;
-                rep->destination = msg->source;
-                rep->payload_len = (uint32_t)n;
-                rep->hlc_node = cb->kernel_id;
-                rep->checksum = 0;
-                rep->reserved = 0;
-                rk_ring_publish(&out, opos, header_size + (uint32_t)n);
-            } else {
-                rk_ring_publish(&out, opos, RK_VOID_LEN);
-                rk_store_relaxed(&cb->last_error, 2u);
-                rk_add_u64(&cb->error_count, 1u);
-            }
-            rk_add_u64(&cb->messages_processed, 1u);
-            rk_add_u64(&cb->messages_in_flight, ~(uint64_t)0);
-            rk_store_u64_relaxed(&cb->hlc_packed, clock);
-        }
-        rk_ring_release(&in, pos);
-    }
-    rk_store_release(&cb->terminated, 1u);
-}
-"#;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +159,6 @@ mod tests {
     }
 }
 
+pub mod cuda;
 pub mod cuda_types;
 pub mod wgsl;

@@ -3,19 +3,21 @@
 //! are `ringkernel-core`'s, messages are encoded and decoded by `ringkernel-core`'s codec.
 //! This is how CI exercises the device-side queue protocol without a GPU.
 
-use ringkernel_codegen::{emit_cuda_kernel, KernelSource};
+use ringkernel_codegen::cuda::{KernelParams, RouteEntry, MAX_ROUTES};
+use ringkernel_codegen::wgsl::err;
 use ringkernel_core::control_block::ControlBlock;
 use ringkernel_core::hlc::{HlcClock, HlcTimestamp};
-use ringkernel_core::message::{decode, encode, EnvelopeMeta, FLAG_REPLY};
+use ringkernel_core::message::{decode, decode_header, encode, EnvelopeMeta, FLAG_ERROR_REPLY, FLAG_REPLY};
 use ringkernel_core::queue::SlotRing;
 use std::ffi::CString;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 #[path = "kernels/adder_types.rs"]
 mod adder_types;
-use adder_types::{adder_types, AdderReply, AdderRequest};
+use adder_types::{adder_source, AdderReply, AdderRequest};
 
-type KernelFn = unsafe extern "C" fn(*mut ControlBlock, *mut u8, *mut u8, *mut u8);
+type KernelFn = unsafe extern "C" fn(*mut KernelParams);
 
 /// Compiles the generated source as a shared library and returns (library handle, entry point).
 fn build_kernel() -> Option<(*mut libc::c_void, KernelFn)> {
@@ -24,15 +26,9 @@ fn build_kernel() -> Option<(*mut libc::c_void, KernelFn)> {
         eprintln!("SKIP: no C compiler ({cc}) to build the host shim with");
         return None;
     }
-    let types = adder_types();
-    let src = emit_cuda_kernel(&KernelSource {
-        name: "adder",
-        handler: include_str!("kernels/adder.c"),
-        types: &types,
-    });
     let dir = std::env::temp_dir().join(format!("ringkernel-shim-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("adder.c"), src).unwrap();
+    std::fs::write(dir.join("adder.c"), adder_source()).unwrap();
     let lib = dir.join("libadder.so");
     let out = Command::new(&cc)
         .args(["-std=gnu11", "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-o"])
@@ -51,10 +47,16 @@ fn build_kernel() -> Option<(*mut libc::c_void, KernelFn)> {
     unsafe {
         let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
         assert!(!handle.is_null(), "dlopen failed");
-        let sym = libc::dlsym(handle, c"rk_kernel_adder".as_ptr());
-        assert!(!sym.is_null(), "rk_kernel_adder not exported");
+        let sym = libc::dlsym(handle, c"rk_kernel_main".as_ptr());
+        assert!(!sym.is_null(), "rk_kernel_main not exported");
         Some((handle, std::mem::transmute::<*mut libc::c_void, KernelFn>(sym)))
     }
+}
+
+fn status_word(p: &KernelParams, field: &u32) -> u32 {
+    let _ = p;
+    // SAFETY: `field` points into a live KernelParams that the kernel thread accesses atomically.
+    unsafe { AtomicU32::from_ptr(field as *const u32 as *mut u32) }.load(Ordering::Acquire)
 }
 
 #[test]
@@ -63,21 +65,29 @@ fn generated_kernel_serves_the_rust_host_side() {
     let mut cb = Box::new(ControlBlock::for_kernel(7, 64, 64));
     let input = SlotRing::new(64, 128).unwrap();
     let output = SlotRing::new(64, 128).unwrap();
-    let mut state = vec![0u64; 4];
+    let inbox = SlotRing::new(16, 128).unwrap();
+    let mut state = vec![0u32; 4];
+    let mut scratch = vec![0u8; 128];
+    let mut routes = vec![RouteEntry::default(); MAX_ROUTES];
     cb.set_active(true);
-    let ptrs = (
-        &mut *cb as *mut ControlBlock as usize,
-        input.region().0.as_ptr() as usize,
-        output.region().0.as_ptr() as usize,
-        state.as_mut_ptr() as usize,
-    );
+    let mut params = Box::new(KernelParams {
+        cb: &mut *cb as *mut ControlBlock as u64,
+        h2d: input.region().0.as_ptr() as u64,
+        d2h: output.region().0.as_ptr() as u64,
+        inbox: inbox.region().0.as_ptr() as u64,
+        state: state.as_mut_ptr() as u64,
+        scratch: scratch.as_mut_ptr() as u64,
+        routes: routes.as_mut_ptr() as u64,
+        scratch_bytes: 128,
+        state_words: 3,
+        ..KernelParams::default()
+    });
+    let pp = &mut *params as *mut KernelParams as usize;
     let device = std::thread::spawn(move || {
-        // SAFETY: the control block, both ring regions and the state buffer outlive this thread
-        // (joined below before they are dropped); the kernel follows the shared protocol, and only
-        // atomics are touched concurrently from both sides.
-        unsafe {
-            kernel(ptrs.0 as *mut ControlBlock, ptrs.1 as *mut u8, ptrs.2 as *mut u8, ptrs.3 as *mut u8)
-        }
+        // SAFETY: the parameter block and everything it points to outlive this thread (joined
+        // below before they are dropped); the kernel follows the shared protocol, and only atomics
+        // are touched concurrently from both sides.
+        unsafe { kernel(pp as *mut KernelParams) }
     });
 
     let host = HlcClock::new(0);
@@ -100,7 +110,6 @@ fn generated_kernel_serves_the_rust_host_side() {
             let req = AdderRequest { a: sent, b: 2 * sent, terms };
             let pushed = input.try_push_with(|s| encode(&req, &meta, s)).unwrap();
             if pushed.is_some() {
-                cb.add_in_flight(1);
                 sent += 1;
             }
         }
@@ -129,7 +138,8 @@ fn generated_kernel_serves_the_rust_host_side() {
             received += 1;
         }
     }
-    // A malformed request is recorded as an error and answered with a void slot; the kernel goes on.
+    // A malformed request and an unknown type are answered with typed error replies; the kernel
+    // goes on.
     input
         .try_push_with(|s| {
             s[..8].copy_from_slice(b"garbage!");
@@ -137,11 +147,33 @@ fn generated_kernel_serves_the_rust_host_side() {
         })
         .unwrap()
         .unwrap();
+    let meta = EnvelopeMeta { correlation_id: 99, source: 0, destination: 7, hlc: host.tick(), flags: 0 };
+    input
+        .try_push_with(|s| encode(&AdderReply { sum: 0, running_total: 0, echo: vec![] }, &meta, s))
+        .unwrap()
+        .unwrap();
+    for expected in [(0u64, err::MALFORMED), (99, err::UNKNOWN_TYPE)] {
+        let reply = loop {
+            if let Some(b) = output.try_pop_with(|b| b.to_vec()) {
+                break b;
+            }
+            std::thread::yield_now();
+        };
+        let (h, payload) = decode_header(&reply).unwrap();
+        assert_eq!(h.flags & FLAG_ERROR_REPLY, FLAG_ERROR_REPLY);
+        assert_eq!(h.correlation_id, expected.0);
+        assert_eq!(u32::from_le_bytes(payload[..4].try_into().unwrap()), expected.1);
+    }
     cb.request_terminate();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(!cb.is_terminated(), "the kernel waits for exit_allowed before it ends");
+    // SAFETY: as for status_word: an atomic store into the live parameter block.
+    unsafe { AtomicU32::from_ptr(&mut params.exit_allowed) }.store(1, Ordering::Release);
     device.join().unwrap();
     assert!(cb.is_terminated());
-    assert_eq!(cb.messages_processed(), N);
-    assert_eq!(cb.messages_in_flight(), 0);
-    assert!(output.try_pop_with(|_| ()).is_none(), "void slot skipped, nothing else left");
-    assert_eq!(state[0], total);
+    assert_eq!(params.h2d_done, N + 2);
+    assert_eq!(status_word(&params, &params.status), 0);
+    assert!(output.try_pop_with(|_| ()).is_none(), "nothing else left");
+    assert_eq!(u64::from(state[0]) | (u64::from(state[1]) << 32), total, "state persists in device memory");
+    assert_eq!(u64::from(state[2]), N, "second state field");
 }

@@ -1,15 +1,33 @@
-//! RingKernel's NVIDIA CUDA backend.
+//! RingKernel's NVIDIA CUDA backend: persistent kernels with device-side queues and K2K.
 //!
-//! **Status: discovery only.** This crate finds the CUDA driver and NVRTC at run time (cudarc with
-//! dynamic loading, so it builds and runs on machines without CUDA) and reports what it found, but
-//! it does not launch kernels yet: [`probe`] always ends in an error, so `Backend::Cuda` is a clear
-//! error and `Backend::Auto` falls back. The generated persistent-kernel source it will launch
-//! exists in `ringkernel-codegen` and is compiled with NVRTC and run through a host shim in CI;
-//! see `docs/05-gpu-backends.md`.
+//! A kernel carries a [`CudaProgram`]: handlers written in CUDA C against declarations that
+//! `ringkernel-codegen` generates from the Rust message types. At launch the backend compiles
+//! the generated source with NVRTC (the PTX is cached), allocates the kernel's queues (pinned
+//! host memory mapped into the device for host traffic, device memory for the K2K inbox) and
+//! launches it once; the kernel then loops on the device until it is told to terminate. A host
+//! agent thread routes what kernels write to the host (replies, emits, K2K to kernels elsewhere)
+//! and mirrors lifecycle flags; see [`backend`] for the memory contract.
 //!
-//! cudarc panics when a library or symbol it needs is missing, so every driver call here happens
-//! only after the library was found, behind `catch_unwind`, and an old driver is refused before
-//! any newer entry point is touched.
+//! The driver and NVRTC are loaded at run time (cudarc, dynamic loading): the crate builds
+//! anywhere, and [`probe`] says why CUDA cannot be used without ever panicking. cudarc panics
+//! when a library or symbol it needs is missing, so every driver call happens only after the
+//! library was found, behind `catch_unwind`, and an old driver is refused before any newer entry
+//! point is touched.
+//!
+//! Without a GPU, [`CudaConfig::host_emulation`] runs the very same generated source as C on host
+//! threads (the shim in the device runtime maps CUDA's atomics and sleeps to the host's): CI
+//! runs the backend's whole host side and the device-side protocol that way.
+
+mod backend;
+mod device;
+mod driver;
+mod emulator;
+mod nvrtc;
+mod program;
+
+pub use backend::{CudaBackend, CudaConfig};
+pub use nvrtc::{compile_ptx, nvrtc_present};
+pub use program::CudaProgram;
 
 use cudarc::driver::{result, sys};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -137,13 +155,14 @@ fn query() -> Result<CudaInfo, ProbeError> {
     Ok(CudaInfo { driver_version: version, devices, name, compute_capability: (major, minor), nvrtc })
 }
 
-/// Whether `Backend::Cuda` can run kernels here. Always `Err` in this build: with a driver and a
-/// device present the error says what was found and that the launch path is not implemented.
+/// Whether `Backend::Cuda` can run kernels on a GPU here: a driver, a device and NVRTC; the
+/// error says what is missing.
 pub fn probe() -> Result<(), String> {
     match probe_device() {
-        Ok(info) => Err(format!(
-            "found {info}, but this build of RingKernel cannot launch CUDA kernels yet (the CUDA runtime is not implemented)"
+        Ok(info) if !info.nvrtc => Err(format!(
+            "found {info}, but NVRTC (libnvrtc) is missing; the CUDA backend compiles kernels with it at launch"
         )),
+        Ok(_) => Ok(()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -154,16 +173,15 @@ mod tests {
 
     #[test]
     fn probe_never_panics_and_says_why() {
-        let why = probe().unwrap_err();
-        assert!(!why.is_empty());
-        match probe_device() {
-            Err(ProbeError::NoDriver) => assert!(why.contains("no NVIDIA driver"), "{why}"),
-            Err(e) => assert_eq!(why, e.to_string()),
-            Ok(info) => {
+        match (probe_device(), probe()) {
+            (Err(ProbeError::NoDriver), Err(why)) => assert!(why.contains("no NVIDIA driver"), "{why}"),
+            (Err(e), Err(why)) => assert_eq!(why, e.to_string()),
+            (Ok(info), r) => {
                 eprintln!("CUDA found: {info}");
                 assert!(info.devices > 0 && info.driver_version >= MIN_DRIVER_VERSION);
-                assert!(why.contains("not implemented"), "{why}");
+                assert_eq!(r.is_ok(), info.nvrtc, "{r:?}");
             }
+            (Err(e), Ok(())) => panic!("probe() is Ok but probe_device() says {e}"),
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct RuntimeBuilder {
     defs: Vec<KernelDef>,
     #[cfg(feature = "wgpu")]
     wgpu: Option<ringkernel_wgpu::WgpuConfig>,
+    #[cfg(feature = "cuda")]
+    cuda: Option<ringkernel_cuda::CudaConfig>,
 }
 
 impl core::fmt::Debug for RuntimeBuilder {
@@ -62,6 +64,15 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Tuning of the CUDA backend (kernel limit, start timeout, host emulation). Without it,
+    /// `RINGKERNEL_CUDA_EMULATE=1` selects the host emulation for an explicit `Backend::Cuda`.
+    #[cfg(feature = "cuda")]
+    #[must_use]
+    pub fn cuda_config(mut self, config: ringkernel_cuda::CudaConfig) -> Self {
+        self.cuda = Some(config);
+        self
+    }
+
     /// Adds a kernel defined at run time (in addition to `#[ring_kernel]` functions).
     #[must_use]
     pub fn kernel(mut self, def: KernelDef) -> Self {
@@ -94,6 +105,30 @@ impl RuntimeBuilder {
         };
         #[cfg(not(feature = "wgpu"))]
         let backend = select_backend(self.backend)?;
+        #[cfg(feature = "cuda")]
+        let (backend, cuda) = {
+            let explicit = self.backend == Backend::Cuda;
+            let config = match self.cuda.clone() {
+                Some(c) => c,
+                None if explicit => ringkernel_cuda::CudaConfig::from_env(),
+                None => ringkernel_cuda::CudaConfig::default(),
+            };
+            let mut backend = backend;
+            let mut cuda = None;
+            if backend == Backend::Cuda {
+                match ringkernel_cuda::CudaBackend::new(config) {
+                    Ok(b) => cuda = Some(b),
+                    Err(reason) if explicit => {
+                        return Err(Error::BackendUnavailable { backend: "cuda", reason })
+                    }
+                    Err(reason) => {
+                        tracing::info!("backend cuda: {reason}; Backend::Auto chose the CPU backend");
+                        backend = Backend::Cpu;
+                    }
+                }
+            }
+            (backend, cuda)
+        };
         let mut catalog = KernelCatalog::from_registrations()?;
         for d in self.defs {
             catalog.add(d)?;
@@ -110,6 +145,8 @@ impl RuntimeBuilder {
                 cpu,
                 #[cfg(feature = "wgpu")]
                 wgpu,
+                #[cfg(feature = "cuda")]
+                cuda,
                 next_id: AtomicU32::new(1),
                 shut_down: AtomicBool::new(false),
             }),
@@ -147,6 +184,9 @@ fn select_backend(requested: Backend) -> Result<Backend> {
             tracing::info!("Backend::Auto chose the CPU backend");
             Ok(Backend::Cpu)
         }
+        // An explicit Backend::Cuda may ask for the host emulation; CudaBackend::new checks.
+        #[cfg(feature = "cuda")]
+        Backend::Cuda => Ok(Backend::Cuda),
         // An explicit Backend::Wgpu accepts a software adapter; WgpuBackend::new checks.
         #[cfg(feature = "wgpu")]
         Backend::Wgpu => Ok(Backend::Wgpu),
@@ -164,6 +204,8 @@ struct Inner {
     cpu: CpuBackend,
     #[cfg(feature = "wgpu")]
     wgpu: Option<ringkernel_wgpu::WgpuBackend>,
+    #[cfg(feature = "cuda")]
+    cuda: Option<ringkernel_cuda::CudaBackend>,
     next_id: AtomicU32,
     shut_down: AtomicBool,
 }
@@ -183,6 +225,10 @@ impl Drop for Inner {
         #[cfg(feature = "wgpu")]
         if let Some(w) = &self.wgpu {
             w.shutdown();
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &self.cuda {
+            c.shutdown();
         }
     }
 }
@@ -243,6 +289,21 @@ impl RingKernel {
         }
         let id = KernelId(inner.next_id.fetch_add(1, Ordering::Relaxed));
         let auto = options.auto_activate;
+        // A CUDA kernel's input queue lives in pinned memory its device reads directly.
+        #[cfg(feature = "cuda")]
+        let cell = match (&inner.cuda, &def) {
+            (Some(c), Some(d)) if ringkernel_cuda::CudaBackend::can_run(d) => {
+                let input = c.input_ring(&options).map_err(|e| match e {
+                    Error::Gpu { backend, detail, .. } => {
+                        Error::Gpu { backend, kernel: name.to_string(), detail }
+                    }
+                    e => e,
+                })?;
+                Arc::new(KernelCell::with_input(id, name, def, options, known, input)?)
+            }
+            _ => Arc::new(KernelCell::new(id, name, def, options, known)?),
+        };
+        #[cfg(not(feature = "cuda"))]
         let cell = Arc::new(KernelCell::new(id, name, def, options, known)?);
         inner.dir.insert(cell.clone())?;
         if let Err(e) = self.place(&cell) {
@@ -262,6 +323,12 @@ impl RingKernel {
     /// for it; every other kernel runs on the CPU pool, which needs CPU handlers.
     fn place(&self, cell: &Arc<KernelCell>) -> Result<()> {
         let inner = &*self.inner;
+        #[cfg(feature = "cuda")]
+        if let (Some(c), Some(def)) = (&inner.cuda, cell.def()) {
+            if ringkernel_cuda::CudaBackend::can_run(def) {
+                return c.attach(cell, &inner.dir);
+            }
+        }
         #[cfg(feature = "wgpu")]
         if let (Some(w), Some(def)) = (&inner.wgpu, cell.def()) {
             if ringkernel_wgpu::WgpuBackend::can_run(def) {
@@ -292,9 +359,37 @@ impl RingKernel {
         self.inner.wgpu.as_ref()
     }
 
+    /// The CUDA backend, when the runtime runs on it (for tests that need its internals).
+    #[cfg(feature = "cuda")]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn cuda_backend(&self) -> Option<&ringkernel_cuda::CudaBackend> {
+        self.inner.cuda.as_ref()
+    }
+
+    /// A snapshot of a GPU kernel's persistent state, as its last handled message left it
+    /// (CUDA kernels; the state type must be the one its program declares).
+    pub fn state_snapshot<S: ringkernel_core::gpu::GpuType>(&self, kernel: &KernelHandle) -> Result<S> {
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &self.inner.cuda {
+            let words = c.state_words(kernel.id())?;
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            return ringkernel_core::gpu::decode::<S>(&bytes, S::GPU_NAME).map_err(Error::from);
+        }
+        Err(Error::Gpu {
+            backend: self.inner.backend.name(),
+            kernel: kernel.name().to_string(),
+            detail: "state snapshots are available for kernels on the CUDA backend".into(),
+        })
+    }
+
     /// The GPU adapter in use, if the runtime runs on a GPU backend.
     #[must_use]
     pub fn adapter(&self) -> Option<String> {
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &self.inner.cuda {
+            return Some(c.device());
+        }
         #[cfg(feature = "wgpu")]
         if let Some(w) = &self.inner.wgpu {
             return Some(w.adapter());
@@ -327,6 +422,10 @@ impl RingKernel {
         #[cfg(feature = "wgpu")]
         if let Some(w) = &self.inner.wgpu {
             w.shutdown();
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &self.inner.cuda {
+            c.shutdown();
         }
         Ok(())
     }

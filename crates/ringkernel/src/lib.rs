@@ -70,6 +70,9 @@ pub mod runtime {
 
 /// The CPU backend's tuning knobs.
 pub use ringkernel_cpu::CpuConfig;
+/// The CUDA backend's public types ([`cuda::CudaProgram`], [`cuda::CudaConfig`]).
+#[cfg(feature = "cuda")]
+pub use ringkernel_cuda as cuda;
 /// The wgpu backend's public types ([`wgpu::WgslProgram`], [`wgpu::WgpuConfig`]).
 #[cfg(feature = "wgpu")]
 pub use ringkernel_wgpu as wgpu;

@@ -79,8 +79,35 @@ fn on_Boom(m: Boom) {
 }
 "#;
 
+#[cfg(feature = "cuda")]
+const COUNTER_CUDA: &str = r#"
+RK_DEVICE uint32_t on_Num(rk_ctx* ctx, Counter* s, const Num* m) {
+    s->count += 1u;
+    s->sum += m->value;
+    Total t;
+    t.count = s->count;
+    t.sum = s->sum;
+    return rk_reply_Total(ctx, &t);
+}
+RK_DEVICE uint32_t on_Words(rk_ctx* ctx, Counter* s, const Words* m) {
+    s->count += 1u;
+    uint32_t n = m->data.len;
+    if (n * 4u > ctx->scratch_bytes) return rk_error(ctx, RK_ERR_TOO_LARGE);
+    uint32_t* out = (uint32_t*)ctx->scratch;
+    for (uint32_t i = 0; i < n; i++) out[i] = rk_slice_u32(m->data, n - 1u - i);
+    Words r;
+    r.data.ptr = out;
+    r.data.len = n;
+    return rk_reply_Words(ctx, &r);
+}
+RK_DEVICE uint32_t on_Boom(rk_ctx* ctx, Counter* s, const Boom* m) {
+    (void)s;
+    return rk_fail(ctx, m->code);
+}
+"#;
+
 /// A kernel that accumulates, echoes, answers totals, and fails on `Boom`; it carries CPU
-/// handlers and (with the `wgpu` feature) the same kernel in WGSL.
+/// handlers and (with the `wgpu` and `cuda` features) the same kernel in WGSL and CUDA C.
 fn counter_def(name: &str) -> KernelDef {
     let def = KernelDef::new::<Counter>(name)
         .on(|s: &mut Counter, n: Num, _ctx: &mut Context<'_>| {
@@ -110,6 +137,17 @@ fn counter_def(name: &str) -> KernelDef {
             .error_text(2, "boom 2")
             .error_text(7, "boom 7"),
     );
+    #[cfg(feature = "cuda")]
+    let def = def.gpu(
+        ringkernel::cuda::CudaProgram::new::<Counter>(COUNTER_CUDA)
+            .handles::<Num>()
+            .handles::<Words>()
+            .handles::<Boom>()
+            .sends::<Total>()
+            .error_text(1, "boom 1")
+            .error_text(2, "boom 2")
+            .error_text(7, "boom 7"),
+    );
     def
 }
 
@@ -131,6 +169,18 @@ fn stage_def(name: &str, next: Option<String>) -> KernelDef {
             None => p,
         }
     };
+    #[cfg(feature = "cuda")]
+    let cuda = {
+        let body = if next.is_some() { "rk_send_Num(ctx, 0u, m)" } else { "rk_emit_Num(ctx, m)" };
+        let src = format!(
+            "RK_DEVICE uint32_t on_Num(rk_ctx* ctx, Seen* s, const Num* m) {{ s->count += 1u; return {body}; }}"
+        );
+        let p = ringkernel::cuda::CudaProgram::new::<Seen>(src).handles::<Num>();
+        match &next {
+            Some(t) => p.route(t.clone()),
+            None => p,
+        }
+    };
     let def = KernelDef::new::<Seen>(name).on(
         move |seen: &mut Seen, n: Num, ctx: &mut Context<'_>| -> Result<()> {
             seen.count += 1;
@@ -142,16 +192,37 @@ fn stage_def(name: &str, next: Option<String>) -> KernelDef {
     );
     #[cfg(feature = "wgpu")]
     let def = def.gpu(program);
+    #[cfg(feature = "cuda")]
+    let def = def.gpu(cuda);
     def
 }
 
-async fn runtime_with(backend: Backend, defs: Vec<KernelDef>) -> Option<RingKernel> {
+/// Which backend a suite instance runs on; `emulate` selects the CUDA backend's host emulation.
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    backend: Backend,
+    emulate: bool,
+}
+
+impl From<Backend> for Setup {
+    fn from(backend: Backend) -> Self {
+        Self { backend, emulate: false }
+    }
+}
+
+async fn runtime_with(backend: Setup, defs: Vec<KernelDef>) -> Option<RingKernel> {
     runtime_named(backend, defs, "ringkernel-cpu").await
 }
 
-async fn runtime_named(backend: Backend, defs: Vec<KernelDef>, threads: &str) -> Option<RingKernel> {
+async fn runtime_named(backend: Setup, defs: Vec<KernelDef>, threads: &str) -> Option<RingKernel> {
     let cpu = ringkernel::CpuConfig { thread_name: threads.to_string(), ..Default::default() };
+    let setup = backend;
+    let backend = setup.backend;
     let mut b = RingKernel::builder().backend(backend).cpu_config(cpu);
+    #[cfg(feature = "cuda")]
+    if setup.emulate {
+        b = b.cuda_config(ringkernel::cuda::CudaConfig::host_emulation());
+    }
     for d in defs {
         b = b.kernel(d);
     }
@@ -159,7 +230,7 @@ async fn runtime_named(backend: Backend, defs: Vec<KernelDef>, threads: &str) ->
         Ok(rt) => Some(rt),
         Err(e) => {
             let var = format!("RINGKERNEL_REQUIRE_{}", backend.name().to_uppercase());
-            if std::env::var(&var).as_deref() == Ok("1") {
+            if std::env::var(&var).as_deref() == Ok("1") || setup.emulate {
                 panic!("{var}=1 but backend {} is unavailable: {e}", backend.name());
             }
             eprintln!("SKIP: backend {} unavailable: {e}", backend.name());
@@ -168,7 +239,7 @@ async fn runtime_named(backend: Backend, defs: Vec<KernelDef>, threads: &str) ->
     }
 }
 
-async fn lifecycle(backend: Backend) {
+async fn lifecycle(backend: Setup) {
     let Some(rt) = runtime_with(backend, vec![counter_def("life")]).await else { return };
     let k = rt.launch("life", LaunchOptions::default()).await.unwrap();
     assert_eq!(k.status().state, KernelState::Active);
@@ -198,7 +269,7 @@ async fn lifecycle(backend: Backend) {
     assert!(matches!(rt.launch("life", LaunchOptions::default()).await, Err(Error::ShutDown)));
 }
 
-async fn ordering(backend: Backend) {
+async fn ordering(backend: Setup) {
     let Some(rt) = runtime_with(backend, vec![counter_def("order")]).await else { return };
     let k = rt.launch("order", LaunchOptions::default().with_queue_capacity(64)).await.unwrap();
     let n = 20_000u64;
@@ -219,7 +290,7 @@ async fn ordering(backend: Backend) {
     rt.shutdown().await.unwrap();
 }
 
-async fn request_reply(backend: Backend) {
+async fn request_reply(backend: Setup) {
     let Some(rt) = runtime_with(backend, vec![counter_def("rr")]).await else { return };
     let k = rt.launch("rr", LaunchOptions::default().with_max_message_bytes(1024)).await.unwrap();
     let mut tasks = Vec::new();
@@ -250,7 +321,7 @@ async fn request_reply(backend: Backend) {
     rt.shutdown().await.unwrap();
 }
 
-async fn k2k_chain(backend: Backend, messages: u64) {
+async fn k2k_chain(backend: Setup, messages: u64) {
     let names: Vec<String> = (0..4).map(|i| format!("stage{i}")).collect();
     let defs = (0..4).map(|i| stage_def(&names[i], names.get(i + 1).cloned())).collect();
     let Some(rt) = runtime_with(backend, defs).await else { return };
@@ -280,7 +351,7 @@ async fn k2k_chain(backend: Backend, messages: u64) {
     rt.shutdown().await.unwrap();
 }
 
-async fn backpressure(backend: Backend) {
+async fn backpressure(backend: Setup) {
     let Some(rt) = runtime_with(backend, vec![counter_def("bp")]).await else { return };
     let k = rt.launch("bp", LaunchOptions::default().with_queue_capacity(4).inactive()).await.unwrap();
     for i in 0..4 {
@@ -306,7 +377,7 @@ async fn backpressure(backend: Backend) {
     rt.shutdown().await.unwrap();
 }
 
-async fn bad_input(backend: Backend) {
+async fn bad_input(backend: Setup) {
     let Some(rt) = runtime_with(backend, vec![counter_def("bad"), counter_def("bystander")]).await else {
         return;
     };
@@ -380,7 +451,7 @@ async fn bad_input(backend: Backend) {
     rt.shutdown().await.unwrap();
 }
 
-async fn restart_policy(backend: Backend) {
+async fn restart_policy(backend: Setup) {
     let Some(rt) = runtime_with(backend, vec![counter_def("phoenix")]).await else { return };
     let opts = LaunchOptions::default().with_restart(RestartPolicy::Restart { max_restarts: 1 });
     let k = rt.launch("phoenix", opts).await.unwrap();
@@ -395,7 +466,7 @@ async fn restart_policy(backend: Backend) {
     rt.shutdown().await.unwrap();
 }
 
-async fn receive_type_mismatch(backend: Backend) {
+async fn receive_type_mismatch(backend: Setup) {
     let Some(rt) = runtime_with(backend, vec![counter_def("mix")]).await else { return };
     let k = rt.launch("mix", LaunchOptions::default()).await.unwrap();
     k.send(Num { seq: 0, value: 3 }).await.unwrap();
@@ -408,7 +479,7 @@ async fn receive_type_mismatch(backend: Backend) {
     rt.shutdown().await.unwrap();
 }
 
-async fn many_kernels(backend: Backend, count: usize) {
+async fn many_kernels(backend: Setup, count: usize) {
     // Worker threads get a name of their own so that their CPU time can be told apart from the
     // other tests running in this process.
     let Some(rt) = runtime_named(backend, vec![counter_def("many")], "rk-idle-test").await else { return };
@@ -463,7 +534,7 @@ fn worker_cpu_time(prefix: &str) -> Option<Duration> {
     found.then(|| Duration::from_millis(ticks * 10)) // USER_HZ = 100 on Linux
 }
 
-async fn fan_in(backend: Backend) {
+async fn fan_in(backend: Setup) {
     // Several kernels send K2K into one inbox; every message arrives exactly once.
     let producers = 4usize;
     let per = 5_000u64;
@@ -496,7 +567,7 @@ async fn fan_in(backend: Backend) {
     rt.shutdown().await.unwrap();
 }
 
-async fn drop_without_shutdown(backend: Backend) {
+async fn drop_without_shutdown(backend: Setup) {
     let Some(rt) = runtime_with(backend, vec![counter_def("dropme")]).await else { return };
     let k = rt.launch("dropme", LaunchOptions::default()).await.unwrap();
     let k2 = k.clone();
@@ -517,7 +588,7 @@ async fn drop_without_shutdown(backend: Backend) {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
-async fn relaunch_under_same_name(backend: Backend) {
+async fn relaunch_under_same_name(backend: Setup) {
     let defs = vec![stage_def("fwd", Some("dst".into())), stage_def("dst", None)];
     let Some(rt) = runtime_with(backend, defs).await else { return };
     let fwd = rt.launch("fwd", LaunchOptions::default()).await.unwrap();
@@ -535,56 +606,59 @@ async fn relaunch_under_same_name(backend: Backend) {
 
 macro_rules! conformance {
     ($mod_name:ident, $backend:expr) => {
+        conformance!($mod_name, $backend, 10_000, 1_000_000);
+    };
+    ($mod_name:ident, $backend:expr, $many:expr, $chain:expr) => {
         mod $mod_name {
             use super::*;
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn lifecycle() {
-                super::lifecycle($backend).await
+                super::lifecycle($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn ordering() {
-                super::ordering($backend).await
+                super::ordering($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn request_reply() {
-                super::request_reply($backend).await
+                super::request_reply($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn k2k_chain_one_million() {
-                super::k2k_chain($backend, 1_000_000).await
+                super::k2k_chain($backend.into(), $chain).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn backpressure() {
-                super::backpressure($backend).await
+                super::backpressure($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn bad_input() {
-                super::bad_input($backend).await
+                super::bad_input($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn restart_policy() {
-                super::restart_policy($backend).await
+                super::restart_policy($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn receive_type_mismatch() {
-                super::receive_type_mismatch($backend).await
+                super::receive_type_mismatch($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn ten_thousand_kernels() {
-                super::many_kernels($backend, 10_000).await
+            async fn many_kernels() {
+                super::many_kernels($backend.into(), $many).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn k2k_fan_in() {
-                super::fan_in($backend).await
+                super::fan_in($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn relaunch_under_same_name() {
-                super::relaunch_under_same_name($backend).await
+                super::relaunch_under_same_name($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn drop_without_shutdown() {
-                super::drop_without_shutdown($backend).await
+                super::drop_without_shutdown($backend.into()).await
             }
         }
     };
@@ -593,11 +667,18 @@ macro_rules! conformance {
 conformance!(cpu, Backend::Cpu);
 #[cfg(feature = "wgpu")]
 conformance!(wgpu, Backend::Wgpu);
+// The CUDA backend on a GPU (skips without one, fails under RINGKERNEL_REQUIRE_CUDA=1), and its
+// host emulation: the same generated kernels as C on host threads, which CI always runs. A
+// persistent kernel holds a block and a stream for its life: 100 kernels, not 10,000.
+#[cfg(feature = "cuda")]
+conformance!(cuda, Backend::Cuda, 100, 1_000_000);
+#[cfg(feature = "cuda")]
+conformance!(cuda_emulated, Setup { backend: Backend::Cuda, emulate: true }, 100, 1_000_000);
 
 /// rkyv payloads through request/reply (CPU handlers only: WGSL reads the GPU word layout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_rkyv_request_reply() {
-    let Some(rt) = runtime_with(Backend::Cpu, vec![counter_def("rkyv")]).await else { return };
+    let Some(rt) = runtime_with(Backend::Cpu.into(), vec![counter_def("rkyv")]).await else { return };
     let k = rt.launch("rkyv", LaunchOptions::default().with_max_message_bytes(1024)).await.unwrap();
     for i in 0..100u8 {
         let data = vec![i, 1, 2, 3];
@@ -605,4 +686,38 @@ async fn cpu_rkyv_request_reply() {
         assert_eq!(r.data, data.iter().rev().copied().collect::<Vec<_>>());
     }
     rt.shutdown().await.unwrap();
+}
+
+/// Every CUDA program of this suite compiles with NVRTC for sm_80 and sm_90, without a GPU (CI
+/// points `LD_LIBRARY_PATH` at the `nvidia-cuda-nvrtc` wheel and sets
+/// `RINGKERNEL_REQUIRE_NVRTC=1`; elsewhere a missing NVRTC skips with a message).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_programs_compile_with_nvrtc() {
+    use ringkernel::cuda::CudaProgram;
+    if !ringkernel::cuda::nvrtc_present() {
+        if std::env::var("RINGKERNEL_REQUIRE_NVRTC").as_deref() == Ok("1") {
+            panic!("RINGKERNEL_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
+        }
+        eprintln!("SKIP: NVRTC (libnvrtc) not found; the generated CUDA C is not compiled here");
+        return;
+    }
+    let defs = [counter_def("c"), stage_def("s0", Some("s1".into())), stage_def("s1", None)];
+    for def in &defs {
+        let program = def.gpu_program::<CudaProgram>("cuda").expect("CUDA program");
+        let source = program.cuda_source().unwrap();
+        for arch in [(8, 0), (9, 0)] {
+            let ptx = ringkernel::cuda::compile_ptx(def.name(), source, arch)
+                .unwrap_or_else(|e| panic!("{} for compute_{}{}: {e}", def.name(), arch.0, arch.1));
+            let ptx = String::from_utf8(ptx).unwrap();
+            assert!(ptx.contains(".entry rk_kernel_main("), "{}: no entry point", def.name());
+        }
+    }
+    // A handler that does not compile is a clear error naming the problem.
+    let bad = CudaProgram::new::<Seen>(
+        "RK_DEVICE uint32_t on_Num(rk_ctx* ctx, Seen* s, const Num* m) { return nope; }",
+    )
+    .handles::<Num>();
+    let e = ringkernel::cuda::compile_ptx("bad", bad.cuda_source().unwrap(), (9, 0)).unwrap_err();
+    assert!(e.contains("nope"), "{e}");
 }

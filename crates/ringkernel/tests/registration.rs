@@ -79,6 +79,12 @@ async fn unavailable_backends_are_clear_errors() {
                 assert!(rt.adapter().is_some());
                 rt.shutdown().await.unwrap();
             }
+            // With the `cuda` feature on a machine with a GPU (or RINGKERNEL_CUDA_EMULATE=1).
+            Ok(rt) if b == Backend::Cuda && cfg!(feature = "cuda") => {
+                assert_eq!(rt.backend(), Backend::Cuda);
+                assert!(rt.adapter().is_some());
+                rt.shutdown().await.unwrap();
+            }
             other => panic!("{b:?}: {other:?}"),
         }
     }
@@ -87,6 +93,8 @@ async fn unavailable_backends_are_clear_errors() {
     let hardware = ringkernel::wgpu::probe().is_ok();
     #[cfg(not(feature = "wgpu"))]
     let hardware = false;
+    #[cfg(feature = "cuda")]
+    let hardware = hardware || ringkernel::cuda::probe().is_ok();
     if !hardware {
         assert_eq!(rt.backend(), Backend::Cpu, "Auto falls back to the CPU");
     }

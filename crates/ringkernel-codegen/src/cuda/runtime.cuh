@@ -1,5 +1,4 @@
-// RingKernel device runtime: slot-ring queue protocol, control-block access, HLC merge and the
-// persistent loop. Generated into every kernel source by ringkernel-codegen; the same text
+// RingKernel device runtime: slot-ring queue protocol, control-block access and HLC merge. Generated into every kernel source by ringkernel-codegen; the same text
 // compiles as CUDA C (NVRTC/nvcc) and, under the host shim below, as plain C for host threads,
 // which is how CI runs this protocol against the Rust host side without a GPU.
 //
@@ -41,6 +40,14 @@ RK_DEVICE void rk_add_u64(uint64_t* p, uint64_t v) {
 RK_DEVICE void rk_store_u64_relaxed(uint64_t* p, uint64_t v) {
     asm volatile("st.relaxed.sys.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
 }
+RK_DEVICE uint64_t rk_load_u64_acquire(const uint64_t* p) {
+    uint64_t v;
+    asm volatile("ld.acquire.sys.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+RK_DEVICE void rk_fence_system(void) {
+    __threadfence_system();
+}
 RK_DEVICE uint64_t rk_now_us(void) {
     uint64_t ns;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
@@ -65,14 +72,23 @@ RK_DEVICE int rk_cas(uint32_t* p, uint32_t expected, uint32_t desired) {
 }
 RK_DEVICE void rk_add_u64(uint64_t* p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 RK_DEVICE void rk_store_u64_relaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+RK_DEVICE uint64_t rk_load_u64_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+RK_DEVICE void rk_fence_system(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 RK_DEVICE uint64_t rk_now_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
+// Idle back-off of a host thread standing in for a GPU thread: yield at first, then sleep up to
+// 1 ms, so dozens of idle emulated kernels do not occupy the CPU.
 RK_DEVICE void rk_pause(uint32_t idle) {
-    (void)idle;
-    sched_yield();
+    if (idle < 64u) {
+        sched_yield();
+        return;
+    }
+    uint32_t us = idle - 64u;
+    struct timespec ts = {0, (long)(us < 100u ? us * 10000u : 1000000u)};
+    nanosleep(&ts, 0);
 }
 #endif
 
@@ -80,6 +96,7 @@ RK_DEVICE void rk_pause(uint32_t idle) {
 #define RK_ENVELOPE_MAGIC 0x314D4B52u /* "RKM1" little-endian */
 #define RK_ENVELOPE_VERSION 1u
 #define RK_FLAG_REPLY 1u
+#define RK_FLAG_ERROR_REPLY 2u
 #define RK_HLC_SHIFT 12u
 
 typedef struct {
@@ -153,6 +170,37 @@ RK_DEVICE void rk_ring_publish(rk_ring* r, uint32_t pos, uint32_t len) {
     rk_slot_meta* m = &r->meta[pos & r->mask];
     rk_store_relaxed(&m->len, len);
     rk_store_release(&m->seq, pos + 1u);
+}
+
+// Single-consumer pop, for a ring with exactly one consumer (this kernel): `head` is written by
+// the consumer only, so it is a plain store instead of a compare-and-swap. Used for the input
+// ring in mapped host memory (the host never pops it while the kernel runs) and for the inbox.
+RK_DEVICE uint8_t* rk_ring_pop_single(rk_ring* r, uint32_t* pos_out, uint32_t* len_out) {
+    uint32_t pos = rk_load_relaxed(&r->header->head);
+    rk_slot_meta* m = &r->meta[pos & r->mask];
+    // Acquire: pairs with the producer's release of `seq`; the slot bytes and `len` are visible.
+    if (rk_load_acquire(&m->seq) != pos + 1u) return 0;
+    rk_store_relaxed(&r->header->head, pos + 1u);
+    *pos_out = pos;
+    *len_out = rk_load_relaxed(&m->len);
+    return r->data + (uint64_t)(pos & r->mask) * r->slot_size;
+}
+
+// Frees a slot popped with rk_ring_pop_single (same as rk_ring_release).
+RK_DEVICE void rk_ring_release_single(rk_ring* r, uint32_t pos) {
+    rk_ring_release(r, pos);
+}
+
+// Single-producer push, for the output ring (this kernel is its only producer): `tail` is
+// advanced with a plain store, so no read-modify-write crosses PCIe.
+RK_DEVICE uint8_t* rk_ring_push_single(rk_ring* r, uint32_t* pos_out) {
+    uint32_t pos = rk_load_relaxed(&r->header->tail);
+    rk_slot_meta* m = &r->meta[pos & r->mask];
+    // Acquire: pairs with the consumer's release in rk_ring_release (its reads are done).
+    if (rk_load_acquire(&m->seq) != pos) return 0;
+    rk_store_relaxed(&r->header->tail, pos + 1u);
+    *pos_out = pos;
+    return r->data + (uint64_t)(pos & r->mask) * r->slot_size;
 }
 
 // HLC merge: max(local + 1, remote + 1, wall << 12), on packed words.

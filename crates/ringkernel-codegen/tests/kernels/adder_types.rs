@@ -22,8 +22,25 @@ pub struct AdderReply {
     pub echo: Vec<u32>,
 }
 
-/// The generated declarations the handler is written against.
-pub fn adder_types() -> Vec<ringkernel_codegen::wgsl::WgslType> {
+/// The kernel's persistent state.
+#[derive(GpuType, Default, Clone, Debug, PartialEq)]
+#[message(crate = "ringkernel_core")]
+pub struct AdderState {
+    pub total: u64,
+    pub handled: u32,
+}
+
+/// The complete generated CUDA C source of the adder kernel.
+pub fn adder_source() -> String {
+    use ringkernel_codegen::cuda::{emit_cuda_kernel, CudaKernelSpec};
     use ringkernel_codegen::wgsl::WgslType;
-    vec![WgslType::message::<AdderRequest>(), WgslType::message::<AdderReply>()]
+    use ringkernel_core::message::RingMessage;
+    let messages = [WgslType::message::<AdderRequest>(), WgslType::message::<AdderReply>()];
+    emit_cuda_kernel(&CudaKernelSpec {
+        state: WgslType::of::<AdderState>(),
+        messages: &messages,
+        handled: &[AdderRequest::message_type()],
+        user_source: include_str!("adder.c"),
+    })
+    .expect("adder kernel generates")
 }

@@ -24,7 +24,7 @@ pub mod slot_ring;
 pub mod spsc;
 
 pub use header::{QueueHeader, QUEUE_HEADER_FIELDS, QUEUE_HEADER_SIZE, SLOT_META_FIELDS};
-pub use slot_ring::{RawSlotRing, SlotMeta, SlotRing};
+pub use slot_ring::{RawSlotRing, RingMemory, SlotMeta, SlotRing};
 
 /// Largest supported capacity (slots).
 pub const MAX_CAPACITY: u32 = 1 << 30;

@@ -399,14 +399,30 @@ impl core::fmt::Debug for RawSlotRing {
     }
 }
 
-/// A slot ring that owns its (128-byte aligned, heap) memory.
+/// Memory a [`SlotRing`] can live in when it is not the host heap: pinned host memory mapped into
+/// a GPU, for instance. The memory is given back when the value is dropped.
+pub trait RingMemory: Send + Sync {
+    /// Start (128-byte aligned) and length of the region.
+    fn region(&self) -> (NonNull<u8>, usize);
+}
+
+enum Backing {
+    Heap(std::alloc::Layout),
+    /// Kept only to be dropped (which releases the memory) after the ring.
+    #[allow(dead_code)]
+    External(Box<dyn RingMemory>),
+}
+
+/// A slot ring that owns its memory: 128-byte aligned host heap ([`SlotRing::new`]) or memory a
+/// backend provides ([`SlotRing::with_memory`]).
 pub struct SlotRing {
     raw: RawSlotRing,
     region: NonNull<u8>,
-    layout: std::alloc::Layout,
+    len: usize,
+    backing: Backing,
 }
 
-// SAFETY: see RawSlotRing; the owned region is freed only in Drop.
+// SAFETY: see RawSlotRing; the owned region is freed only in Drop (and RingMemory is Send+Sync).
 unsafe impl Send for SlotRing {}
 // SAFETY: see RawSlotRing.
 unsafe impl Sync for SlotRing {}
@@ -415,8 +431,7 @@ impl SlotRing {
     /// A ring of at least `capacity` slots (rounded up to a power of two) of `slot_size` bytes
     /// (a positive multiple of 16).
     pub fn new(capacity: usize, slot_size: usize) -> Result<Self, QueueConfigError> {
-        let (cap, size) = check_geometry(capacity, slot_size)?;
-        let bytes = ring_region_size(cap, size);
+        let bytes = Self::region_size(capacity, slot_size)?;
         let layout = std::alloc::Layout::from_size_align(bytes, 128)
             .map_err(|_| QueueConfigError::Capacity(capacity as u64))?;
         // SAFETY: layout has non-zero size (the header alone is 384 bytes).
@@ -424,13 +439,33 @@ impl SlotRing {
         let Some(region) = NonNull::new(ptr) else { std::alloc::handle_alloc_error(layout) };
         // SAFETY: freshly allocated, exclusively owned, `bytes` long and 128-aligned; it lives
         // until Drop, which outlives `raw`.
-        let raw = unsafe { RawSlotRing::init(region, bytes, cap as usize, size as usize) }?;
-        Ok(Self { raw, region, layout })
+        let raw = unsafe { RawSlotRing::init(region, bytes, capacity, slot_size) }?;
+        Ok(Self { raw, region, len: bytes, backing: Backing::Heap(layout) })
     }
 
-    /// Base address of the region (for backends that map it).
+    /// Bytes of memory a ring of this geometry needs (after rounding the capacity up).
+    pub fn region_size(capacity: usize, slot_size: usize) -> Result<usize, QueueConfigError> {
+        let (cap, size) = check_geometry(capacity, slot_size)?;
+        Ok(ring_region_size(cap, size))
+    }
+
+    /// A ring initialised in `memory` (at least [`SlotRing::region_size`] bytes, 128-aligned),
+    /// which it owns from now on.
+    pub fn with_memory(
+        capacity: usize,
+        slot_size: usize,
+        memory: Box<dyn RingMemory>,
+    ) -> Result<Self, QueueConfigError> {
+        let (region, len) = memory.region();
+        // SAFETY: `memory` guarantees `len` valid bytes at `region` until it is dropped, and we
+        // own it (dropped in Drop, after the last use of `raw`).
+        let raw = unsafe { RawSlotRing::init(region, len, capacity, slot_size) }?;
+        Ok(Self { raw, region, len, backing: Backing::External(memory) })
+    }
+
+    /// Base address and length of the region (for backends that map it).
     pub fn region(&self) -> (NonNull<u8>, usize) {
-        (self.region, self.layout.size())
+        (self.region, self.len)
     }
 }
 
@@ -443,8 +478,11 @@ impl core::ops::Deref for SlotRing {
 
 impl Drop for SlotRing {
     fn drop(&mut self) {
-        // SAFETY: the region was allocated in `new` with `self.layout` and no view outlives self.
-        unsafe { std::alloc::dealloc(self.region.as_ptr(), self.layout) };
+        if let Backing::Heap(layout) = self.backing {
+            // SAFETY: the region was allocated in `new` with this layout and no view outlives self.
+            unsafe { std::alloc::dealloc(self.region.as_ptr(), layout) };
+        }
+        // External memory is released when `backing` drops.
     }
 }
 

@@ -119,8 +119,21 @@ impl KernelCell {
         options: LaunchOptions,
         known_kernels: Vec<String>,
     ) -> Result<Self> {
+        let input = SlotRing::new(options.input_capacity, options.slot_size())?;
+        Self::with_input(id, name, def, options, known_kernels, input)
+    }
+
+    /// Like [`KernelCell::new`], with an input ring the backend placed (for example in pinned
+    /// host memory its device reads directly). `input` must have the options' geometry.
+    pub fn with_input(
+        id: KernelId,
+        name: &str,
+        def: Option<Arc<KernelDef>>,
+        options: LaunchOptions,
+        known_kernels: Vec<String>,
+        input: SlotRing,
+    ) -> Result<Self> {
         let slot = options.slot_size();
-        let input = SlotRing::new(options.input_capacity, slot)?;
         let output = SlotRing::new(options.output_capacity, slot)?;
         Ok(Self {
             id,

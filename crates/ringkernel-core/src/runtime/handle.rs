@@ -235,6 +235,8 @@ impl KernelHandle {
     pub async fn deactivate(&self) -> Result<()> {
         self.cell.transition(KernelState::Inactive)?;
         self.cell.control.set_active(false);
+        // A backend whose kernel reads its own copy of the flag updates it here.
+        self.cell.ring();
         Ok(())
     }
 

@@ -1,0 +1,1079 @@
+//! The CUDA backend of one runtime: a [`Device`] (the CUDA driver, or the host emulation), the
+//! per-kernel memory, and the host agent thread.
+//!
+//! # Memory per kernel (the host↔device contract)
+//!
+//! ```text
+//! mapped (pinned host memory, device-visible)        device memory
+//! [params 128 B][routes 16 x 16 B][control block 128 B][output ring]    [inbox ring][state][scratch]
+//! + the input ring: the kernel cell's own input queue, allocated mapped by `input_ring`
+//! ```
+//!
+//! * Input ring: host threads push (any `KernelHandle::send`, and K2K from CPU kernels push
+//!   straight into it); the kernel is its only consumer. The host never pops it while the
+//!   kernel can run (only after a failure stopped it, or after it exited).
+//! * Output ring: the kernel is its only producer; the agent thread its only consumer. It
+//!   routes each envelope: replies complete `call`s, emits go to the cell's output queue,
+//!   K2K to kernels off the device go to their input queues, error replies fail requests.
+//! * Inbox (device memory): other kernels on the device push with compare-and-swap, the
+//!   kernel pops. The agent links routes (`RouteEntry.inbox`) to live targets and unlinks them
+//!   when a target fails or terminates; a target only exits after every other kernel's `epoch`
+//!   moved twice past the unlink, so no send can still be writing into it.
+//! * Control block: the agent mirrors the cell's `active` and `terminate_requested` into the
+//!   device copy (release stores; the kernel loads with acquire at system scope); the kernel
+//!   stores `terminated` (release) when it returns and `hlc_packed` after each message.
+//! * Counters: the kernel counts handled messages per queue (`h2d_done`, `inbox_done`); the
+//!   agent turns the deltas into `messages_processed` and `messages_in_flight` on the cell.
+//!
+//! Memory is never freed while any kernel of the device may run: `cuMemFree*` can wait for the
+//! device to go idle, which persistent kernels never do. Terminated kernels' memory is kept
+//! until shutdown (their ids are not reused) and freed once every launch has returned.
+
+use crate::device::{Device, LaunchId, Mapped};
+use crate::program::CudaProgram;
+use core::mem::offset_of;
+use ringkernel_codegen::cuda::{KernelParams, RouteEntry, MAX_ROUTES, ROUTE_BASE};
+use ringkernel_codegen::wgsl::err;
+use ringkernel_core::control_block::{ControlBlock, ErrorCode};
+use ringkernel_core::message::{
+    decode_header, EnvelopeHeader, KernelId, ENVELOPE_FIELDS, ENVELOPE_HEADER_SIZE, FLAG_ERROR_REPLY,
+};
+use ringkernel_core::queue::{RawSlotRing, RingMemory, SlotRing};
+use ringkernel_core::runtime::{
+    Directory, Doorbell, ExecLocal, KernelCell, KernelDef, KernelState, LaunchOptions, RawMessage,
+    RestartPolicy,
+};
+use ringkernel_core::{Error, Result};
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+/// Tuning of the CUDA backend.
+#[derive(Debug, Clone)]
+pub struct CudaConfig {
+    /// Run generated kernels as C on host threads instead of on a GPU (tests and CI; see
+    /// `emulator`). Never chosen by `Backend::Auto`.
+    pub emulate: bool,
+    /// Most CUDA kernels alive at once. Each persistent kernel occupies one block for its whole
+    /// life on its own stream; the default (120) stays under the 128 kernels a device runs
+    /// concurrently, so every launched kernel is resident.
+    pub max_kernels: usize,
+    /// How long `launch` waits for a new kernel to report that it runs on the device.
+    pub start_timeout: Duration,
+}
+
+impl Default for CudaConfig {
+    fn default() -> Self {
+        Self { emulate: false, max_kernels: 120, start_timeout: Duration::from_secs(20) }
+    }
+}
+
+impl CudaConfig {
+    /// The host emulation (see [`CudaConfig::emulate`]).
+    #[must_use]
+    pub fn host_emulation() -> Self {
+        Self { emulate: true, ..Self::default() }
+    }
+
+    /// `RINGKERNEL_CUDA_EMULATE=1` selects the host emulation.
+    #[must_use]
+    pub fn from_env() -> Self {
+        if std::env::var("RINGKERNEL_CUDA_EMULATE").as_deref() == Ok("1") {
+            Self::host_emulation()
+        } else {
+            Self::default()
+        }
+    }
+}
+
+const ROUTES_OFF: usize = 128;
+const CB_OFF: usize = ROUTES_OFF + MAX_ROUTES * 16;
+const D2H_OFF: usize = CB_OFF + 128;
+const _: () = assert!(CB_OFF.is_multiple_of(128) && D2H_OFF.is_multiple_of(128));
+const _: () = assert!(core::mem::size_of::<ControlBlock>() == 128);
+
+const fn align128(n: usize) -> usize {
+    (n + 127) & !127
+}
+
+#[derive(Default)]
+struct Retired {
+    mapped: Vec<Mapped>,
+    device: Vec<(u64, usize)>,
+}
+
+/// Where a kernel's state lives, for snapshots.
+#[derive(Clone, Copy)]
+struct StateInfo {
+    params: *mut KernelParams,
+    state_dev: u64,
+    words: usize,
+}
+
+// SAFETY: the pointer is into mapped memory kept until shutdown; accessed atomically.
+unsafe impl Send for StateInfo {}
+
+struct Shared {
+    dev: Arc<dyn Device>,
+    incoming: Mutex<Vec<Kern>>,
+    retired: Arc<Mutex<Retired>>,
+    states: Mutex<HashMap<u32, StateInfo>>,
+    live: AtomicUsize,
+    config: CudaConfig,
+    shutdown: AtomicBool,
+    pending: AtomicBool,
+    thread: OnceLock<Thread>,
+    fault: Mutex<Option<String>>,
+    /// Set once every launch has returned (memory dropped afterwards can be freed at once).
+    all_done: Arc<AtomicBool>,
+    /// K2K messages kernels of this device sent through the host (target not linked).
+    via_host: AtomicU64,
+}
+
+impl Shared {
+    fn wake(&self) {
+        // SeqCst: pairs with the agent's `swap(false)` before a round; either the round sees
+        // what was published before this store, or the flag makes it run again.
+        self.pending.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// A kernel's doorbell: copies the cell's lifecycle flags into the device's control block at
+/// once (so a message sent after `deactivate` returns is never taken by the kernel), then wakes
+/// the agent.
+struct Bell {
+    shared: Weak<Shared>,
+    cell: Weak<KernelCell>,
+    /// Host address of the device's control block (mapped; lives until the backend shuts down).
+    device_cb: usize,
+}
+
+impl Doorbell for Bell {
+    fn ring(&self) {
+        let Some(s) = self.shared.upgrade() else { return };
+        if let Some(cell) = self.cell.upgrade() {
+            if !s.all_done.load(Ordering::Acquire) {
+                // SAFETY: the device control block lives in mapped memory freed only after
+                // `all_done`, checked just above while `s` keeps the backend alive.
+                let cb = unsafe { &*(self.device_cb as *const ControlBlock) };
+                mirror_lifecycle(&cell.control, cb);
+            }
+        }
+        s.wake();
+    }
+}
+
+/// Copies `active` and `terminate_requested` from the cell's control block to the device's.
+fn mirror_lifecycle(host: &ControlBlock, device: &ControlBlock) {
+    let active = host.is_active();
+    if device.is_active() != active {
+        // set_active stores with release; the kernel loads with acquire (system scope).
+        device.set_active(active);
+    }
+    if host.terminate_requested() && !device.terminate_requested() {
+        device.request_terminate();
+    }
+}
+
+/// The input ring's memory: mapped, released to the backend's retired list (freed at shutdown).
+struct InputMemory {
+    m: Mapped,
+    dev: Arc<dyn Device>,
+    retired: Arc<Mutex<Retired>>,
+    all_done: Arc<AtomicBool>,
+}
+
+impl RingMemory for InputMemory {
+    fn region(&self) -> (NonNull<u8>, usize) {
+        (NonNull::new(self.m.host).expect("mapped memory is not null"), self.m.len)
+    }
+}
+
+impl Drop for InputMemory {
+    fn drop(&mut self) {
+        if self.all_done.load(Ordering::Acquire) {
+            self.dev.free_mapped(self.m);
+        } else {
+            self.retired.lock().unwrap_or_else(|e| e.into_inner()).mapped.push(self.m);
+        }
+    }
+}
+
+/// Where a terminating kernel is in the unlink protocol (see the module docs).
+#[derive(Debug, PartialEq, Eq)]
+enum Unlink {
+    /// Not terminating.
+    No,
+    /// Routes to it are unlinked at the end of this round.
+    Pending,
+    /// Unlinked; waiting for these kernels' epochs to move twice.
+    Waiting(Vec<(u32, u32)>),
+}
+
+/// One CUDA kernel as the agent sees it.
+struct Kern {
+    cell: Weak<KernelCell>,
+    dir: Weak<Directory>,
+    def: Arc<KernelDef>,
+    id: u32,
+    block: Mapped,
+    devmem: (u64, usize),
+    inbox: (u64, usize),
+    state_dev: u64,
+    d2h: RawSlotRing,
+    launch: LaunchId,
+    seen_h2d: u64,
+    seen_inbox: u64,
+    failed: bool,
+    /// Terminating: routes to it are being unlinked, then the (id, epoch) of every other kernel
+    /// at that moment.
+    unlink: Unlink,
+    exit_allowed: bool,
+    exited: bool,
+    gone: bool,
+    local: ExecLocal,
+}
+
+impl Kern {
+    fn params(&self) -> *mut KernelParams {
+        self.block.host.cast()
+    }
+    /// The `u32` field at byte `off` of the parameter block, as an atomic.
+    fn a32(&self, off: usize) -> &AtomicU32 {
+        debug_assert!(off + 4 <= core::mem::size_of::<KernelParams>() && off.is_multiple_of(4));
+        // SAFETY: a field of the live parameter block (mapped memory kept until shutdown),
+        // aligned (offset_of a u32 field of a repr(C) struct at a 128-aligned address), and only
+        // accessed atomically by both sides while the kernel runs.
+        unsafe { AtomicU32::from_ptr(self.block.host.wrapping_add(off).cast()) }
+    }
+    /// The `u64` field at byte `off` of the parameter block, as an atomic.
+    fn a64(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off + 8 <= core::mem::size_of::<KernelParams>() && off.is_multiple_of(8));
+        // SAFETY: as in a32.
+        unsafe { AtomicU64::from_ptr(self.block.host.wrapping_add(off).cast()) }
+    }
+    fn cb(&self) -> &ControlBlock {
+        // SAFETY: initialised with ptr::write in attach; lives until shutdown.
+        unsafe { &*(self.block.host.add(CB_OFF) as *const ControlBlock) }
+    }
+    fn route(&self, r: usize) -> (&AtomicU64, &AtomicU32) {
+        // SAFETY: r < MAX_ROUTES, inside the mapped route table; fields accessed atomically.
+        unsafe {
+            let e = (self.block.host.add(ROUTES_OFF) as *mut RouteEntry).add(r);
+            (
+                AtomicU64::from_ptr(core::ptr::addr_of_mut!((*e).inbox)),
+                AtomicU32::from_ptr(core::ptr::addr_of_mut!((*e).kernel_id)),
+            )
+        }
+    }
+    fn program(&self) -> &CudaProgram {
+        self.def.gpu_program::<CudaProgram>("cuda").expect("checked at attach")
+    }
+}
+
+/// The CUDA backend of one runtime (see the module docs).
+pub struct CudaBackend {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl core::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CudaBackend").field("device", &self.shared.dev.describe()).finish_non_exhaustive()
+    }
+}
+
+impl CudaBackend {
+    /// Opens device 0 (or the host emulation) and starts the agent thread. The error says why
+    /// CUDA cannot be used (no driver, no device, old driver, no NVRTC, no C compiler for the
+    /// emulation); it never panics.
+    pub fn new(config: CudaConfig) -> core::result::Result<Self, String> {
+        let dev: Arc<dyn Device> = if config.emulate {
+            Arc::new(crate::emulator::Emulator::new()?)
+        } else {
+            let info = crate::probe_device().map_err(|e| e.to_string())?;
+            Arc::new(crate::driver::Driver::open(&info)?)
+        };
+        let shared = Arc::new(Shared {
+            dev,
+            incoming: Mutex::new(Vec::new()),
+            retired: Arc::new(Mutex::new(Retired::default())),
+            states: Mutex::new(HashMap::new()),
+            live: AtomicUsize::new(0),
+            config,
+            shutdown: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
+            thread: OnceLock::new(),
+            fault: Mutex::new(None),
+            all_done: Arc::new(AtomicBool::new(false)),
+            via_host: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&shared);
+        let handle = std::thread::Builder::new()
+            .name("ringkernel-cuda".into())
+            .spawn(move || Agent::default().run(&weak))
+            .map_err(|e| format!("cannot start the CUDA agent thread: {e}"))?;
+        let _ = shared.thread.set(handle.thread().clone());
+        tracing::info!("cuda backend on {}", shared.dev.describe());
+        Ok(Self { shared, thread: Mutex::new(Some(handle)) })
+    }
+
+    /// The device in use, e.g. `CUDA driver 13.0, 1 device(s), device 0 NVIDIA H100 (sm_90), …`.
+    #[must_use]
+    pub fn device(&self) -> String {
+        self.shared.dev.describe()
+    }
+
+    /// K2K messages this device's kernels sent through the host because their target was not
+    /// linked on the device (another backend, not launched yet, terminating or failed).
+    #[must_use]
+    pub fn k2k_via_host(&self) -> u64 {
+        self.shared.via_host.load(Ordering::Relaxed)
+    }
+
+    /// Whether kernels run in the host emulation rather than on a GPU.
+    #[must_use]
+    pub fn is_emulated(&self) -> bool {
+        self.shared.dev.emulated()
+    }
+
+    /// Whether `def` can run on this backend (it carries a `CudaProgram`).
+    #[must_use]
+    pub fn can_run(def: &KernelDef) -> bool {
+        def.gpu_program::<CudaProgram>("cuda").is_some()
+    }
+
+    /// An input ring for a kernel of this backend, in mapped memory the kernel reads directly.
+    pub fn input_ring(&self, options: &LaunchOptions) -> Result<SlotRing> {
+        let bytes = SlotRing::region_size(options.input_capacity, options.slot_size())?;
+        let m = self.shared.dev.alloc_mapped(bytes).map_err(|detail| Error::Gpu {
+            backend: "cuda",
+            kernel: String::new(),
+            detail: format!("cannot allocate the input queue: {detail}"),
+        })?;
+        let mem = InputMemory {
+            m,
+            dev: self.shared.dev.clone(),
+            retired: self.shared.retired.clone(),
+            all_done: self.shared.all_done.clone(),
+        };
+        Ok(SlotRing::with_memory(options.input_capacity, options.slot_size(), Box::new(mem))?)
+    }
+
+    /// Compiles (or reuses) the kernel's module, allocates and initialises its memory, launches
+    /// it, waits until it runs, and hands it to the agent. `cell.input` must come from
+    /// [`CudaBackend::input_ring`].
+    pub fn attach(&self, cell: &Arc<KernelCell>, dir: &Arc<Directory>) -> Result<()> {
+        let name = cell.name().to_string();
+        let gpu_err = |detail: String| Error::Gpu { backend: "cuda", kernel: name.clone(), detail };
+        if let Some(f) = self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(gpu_err(format!("the device failed earlier: {f}")));
+        }
+        let def = cell.def().cloned().ok_or_else(|| gpu_err("no kernel definition".into()))?;
+        let program = def
+            .gpu_program::<CudaProgram>("cuda")
+            .ok_or_else(|| gpu_err("the kernel definition carries no CudaProgram".into()))?;
+        let source = program.cuda_source().map_err(&gpu_err)?;
+        let sh = &*self.shared;
+        if sh.live.fetch_add(1, Ordering::AcqRel) >= sh.config.max_kernels {
+            sh.live.fetch_sub(1, Ordering::AcqRel);
+            return Err(gpu_err(format!(
+                "{} CUDA kernels are alive, the most CudaConfig::max_kernels allows (each persistent kernel \
+                 holds a block and a stream for its whole life)",
+                sh.config.max_kernels
+            )));
+        }
+        let r = self.attach_inner(cell, dir, &def, program, source);
+        if r.is_err() {
+            sh.live.fetch_sub(1, Ordering::AcqRel);
+        }
+        r.map_err(gpu_err)
+    }
+
+    fn attach_inner(
+        &self,
+        cell: &Arc<KernelCell>,
+        dir: &Arc<Directory>,
+        def: &Arc<KernelDef>,
+        program: &CudaProgram,
+        source: &str,
+    ) -> core::result::Result<(), String> {
+        let sh = &*self.shared;
+        let dev = &sh.dev;
+        let module = dev.compile(cell.name(), source)?;
+        let opts = cell.options();
+        let slot = opts.slot_size();
+        let d2h_len = SlotRing::region_size(opts.output_capacity, slot).map_err(|e| e.to_string())?;
+        let inbox_len = SlotRing::region_size(opts.input_capacity, slot).map_err(|e| e.to_string())?;
+        let state = program.init_state();
+        let state_off = align128(inbox_len);
+        let scratch_off = state_off + align128(state.len() * 4);
+        let dev_len = scratch_off + slot;
+        let h2d_dev = dev.device_address(cell.input.region().0.as_ptr()).map_err(|e| {
+            format!(
+                "the kernel's input queue is not in mapped memory (made by CudaBackend::input_ring?): {e}"
+            )
+        })?;
+        let block = dev.alloc_mapped(D2H_OFF + d2h_len)?;
+        let retire = |block: Mapped, devmem: Option<u64>| {
+            let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
+            r.mapped.push(block);
+            if let Some(d) = devmem {
+                r.device.push((d, dev_len));
+            }
+        };
+        let devmem = match dev.alloc_device(dev_len) {
+            Ok(d) => d,
+            Err(e) => {
+                retire(block, None);
+                return Err(format!("out of device memory: {e}"));
+            }
+        };
+        let init = || -> core::result::Result<RawSlotRing, String> {
+            // SAFETY: `block` is D2H_OFF + d2h_len fresh mapped bytes, 128-aligned at D2H_OFF; no
+            // kernel uses it yet.
+            let d2h = unsafe {
+                RawSlotRing::init(
+                    NonNull::new(block.host.add(D2H_OFF)).expect("non-null"),
+                    d2h_len,
+                    opts.output_capacity,
+                    slot,
+                )
+            }
+            .map_err(|e| e.to_string())?;
+            let staging = SlotRing::new(opts.input_capacity, slot).map_err(|e| e.to_string())?;
+            let (p, n) = staging.region();
+            // SAFETY: the staging ring owns `n` initialised bytes at `p`.
+            dev.write_device(devmem, unsafe { core::slice::from_raw_parts(p.as_ptr(), n) })?;
+            let bytes: Vec<u8> = state.iter().flat_map(|w| w.to_le_bytes()).collect();
+            if !bytes.is_empty() {
+                dev.write_device(devmem + state_off as u64, &bytes)?;
+            }
+            let cb = ControlBlock::for_kernel(cell.id().0, cell.input.capacity(), d2h.capacity());
+            cb.set_active(cell.control.is_active());
+            cb.set_hlc_packed(cell.control.hlc_packed());
+            // SAFETY: CB_OFF..CB_OFF+128 lies in the fresh block, 128-aligned.
+            unsafe { (block.host.add(CB_OFF) as *mut ControlBlock).write(cb) };
+            let params = KernelParams {
+                cb: block.dev + CB_OFF as u64,
+                h2d: h2d_dev,
+                d2h: block.dev + D2H_OFF as u64,
+                inbox: devmem,
+                state: devmem + state_off as u64,
+                scratch: devmem + scratch_off as u64,
+                routes: block.dev + ROUTES_OFF as u64,
+                n_routes: program.routes().len() as u32,
+                scratch_bytes: slot as u32,
+                state_words: state.len() as u32,
+                ..KernelParams::default()
+            };
+            // SAFETY: offset 0 of the fresh block; the route table after it is already zero.
+            unsafe { (block.host as *mut KernelParams).write(params) };
+            Ok(d2h)
+        };
+        let d2h = match init() {
+            Ok(r) => r,
+            Err(e) => {
+                retire(block, Some(devmem));
+                return Err(e);
+            }
+        };
+        // Release: the parameter block, rings and state are complete before the launch (the
+        // launch itself orders host writes before the kernel starts).
+        fence(Ordering::SeqCst);
+        let launch = match dev.launch(module, block.dev) {
+            Ok(l) => l,
+            Err(e) => {
+                retire(block, Some(devmem));
+                return Err(e);
+            }
+        };
+        let k = Kern {
+            cell: Arc::downgrade(cell),
+            dir: Arc::downgrade(dir),
+            def: def.clone(),
+            id: cell.id().0,
+            block,
+            devmem: (devmem, dev_len),
+            inbox: (devmem, inbox_len),
+            state_dev: devmem + state_off as u64,
+            d2h,
+            launch,
+            seen_h2d: 0,
+            seen_inbox: 0,
+            failed: false,
+            unlink: Unlink::No,
+            exit_allowed: false,
+            exited: false,
+            gone: false,
+            local: ExecLocal::default(),
+        };
+        // Wait until the kernel runs (its first loop iteration bumps `epoch`): a kernel that
+        // cannot become resident is an error here, not a silent hang later.
+        let started = Instant::now();
+        while k.a32(offset_of!(KernelParams, epoch)).load(Ordering::Relaxed) == 0 {
+            match dev.finished(launch) {
+                Ok(false) => {}
+                Ok(true) => return Err("the kernel returned right after its launch".into()),
+                Err(e) => {
+                    self.fault(&e);
+                    return Err(e);
+                }
+            }
+            if started.elapsed() > sh.config.start_timeout {
+                // Leave it a way out should it start later; its memory is kept until shutdown.
+                k.cb().request_terminate();
+                k.a32(offset_of!(KernelParams, exit_allowed)).store(1, Ordering::Release);
+                self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(Kern { gone: true, ..k });
+                return Err(format!(
+                    "the kernel did not start within {:?} (is the device full? CudaConfig::max_kernels)",
+                    sh.config.start_timeout
+                ));
+            }
+            std::thread::yield_now();
+        }
+        sh.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(k.id, StateInfo { params: k.params(), state_dev: k.state_dev, words: state.len() });
+        cell.set_doorbell(Arc::new(Bell {
+            shared: Arc::downgrade(&self.shared),
+            cell: Arc::downgrade(cell),
+            device_cb: k.block.host as usize + CB_OFF,
+        }));
+        sh.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(k);
+        sh.wake();
+        Ok(())
+    }
+
+    fn fault(&self, reason: &str) {
+        *self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+        self.shared.wake();
+    }
+
+    /// A copy of a running kernel's state words, as its last handled message left them (the
+    /// kernel writes them back after each message; a copy torn by a concurrent write-back is
+    /// retried).
+    pub fn state_words(&self, kernel: KernelId) -> Result<Vec<u32>> {
+        let states = self.shared.states.lock().unwrap_or_else(|e| e.into_inner());
+        let info = *states.get(&kernel.0).ok_or_else(|| Error::Gpu {
+            backend: "cuda",
+            kernel: format!("#{}", kernel.0),
+            detail: "no running CUDA kernel with this id".into(),
+        })?;
+        // SAFETY: the parameter block lives until shutdown; `state_seq` is accessed atomically.
+        let seq = unsafe { AtomicU32::from_ptr(core::ptr::addr_of_mut!((*info.params).state_seq)) };
+        let mut bytes = vec![0u8; info.words * 4];
+        loop {
+            // Acquire: pairs with the kernel's release of an even `state_seq` after a write-back.
+            let before = seq.load(Ordering::Acquire);
+            if before % 2 == 0 {
+                self.shared.dev.read_device(info.state_dev, &mut bytes).map_err(|detail| Error::Gpu {
+                    backend: "cuda",
+                    kernel: format!("#{}", kernel.0),
+                    detail,
+                })?;
+                fence(Ordering::Acquire);
+                if seq.load(Ordering::Acquire) == before {
+                    break;
+                }
+            }
+            std::thread::yield_now();
+        }
+        Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4"))).collect())
+    }
+
+    /// Stops the agent; kernels should have been terminated first (any still running are told to
+    /// exit). Frees the device memory once every launch has returned.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.wake();
+        if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The agent thread's own data.
+#[derive(Default)]
+struct Agent {
+    ks: Vec<Kern>,
+    relink: bool,
+    buf: Vec<u8>,
+    lens: Vec<usize>,
+}
+
+impl Agent {
+    fn run(mut self, weak: &Weak<Shared>) {
+        let mut idle = 0u32;
+        loop {
+            let Some(sh) = weak.upgrade() else { return };
+            sh.pending.store(false, Ordering::SeqCst);
+            let incoming = core::mem::take(&mut *sh.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+            if !incoming.is_empty() {
+                self.ks.extend(incoming);
+                self.ks.sort_by_key(|k| k.id);
+                self.relink = true;
+            }
+            if let Some(f) = sh.fault.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                self.fail_all(&f);
+            }
+            let work = self.round(&sh);
+            if sh.shutdown.load(Ordering::SeqCst) {
+                self.stop(&sh);
+                return;
+            }
+            if work {
+                idle = 0;
+            } else {
+                idle = idle.saturating_add(1);
+            }
+            if idle < 256 {
+                std::hint::spin_loop();
+            } else if idle < 2048 {
+                std::thread::yield_now();
+            } else if !sh.pending.load(Ordering::SeqCst) {
+                // Kernels can produce output without a doorbell (device K2K chains, slow
+                // handlers), so the agent polls, backing off to 1 ms when nothing happens.
+                let us = 20u64 << ((idle - 2048) / 64).min(6);
+                drop(sh);
+                std::thread::park_timeout(Duration::from_micros(us.min(1000)));
+            }
+        }
+    }
+
+    /// One pass over every kernel; `true` if anything moved.
+    fn round(&mut self, sh: &Shared) -> bool {
+        let mut work = false;
+        for i in 0..self.ks.len() {
+            let k = &mut self.ks[i];
+            if k.gone {
+                if !k.exited && sh.dev.finished(k.launch).unwrap_or(true) {
+                    k.exited = true;
+                }
+                continue;
+            }
+            work |= self.step(sh, i);
+        }
+        if self.relink {
+            self.relink = false;
+            self.link_routes();
+        }
+        if self.ks.iter().any(|k| k.gone && k.exited) {
+            // Ended kernels: their memory waits in the retired list until shutdown.
+            let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
+            self.ks.retain(|k| {
+                if k.gone && k.exited {
+                    r.mapped.push(k.block);
+                    r.device.push(k.devmem);
+                    false
+                } else {
+                    true
+                }
+            });
+            work = true;
+        }
+        work
+    }
+
+    fn step(&mut self, sh: &Shared, i: usize) -> bool {
+        let mut work = false;
+        match sh.dev.finished(self.ks[i].launch) {
+            Ok(done) => self.ks[i].exited |= done,
+            Err(e) => {
+                *sh.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
+                self.fail_all(&e);
+                return true;
+            }
+        }
+        let Some(cell) = self.ks[i].cell.upgrade().filter(|c| c.state() != KernelState::Terminated) else {
+            // The cell was dropped or aborted: make the kernel exit, forget it once it has.
+            let k = &mut self.ks[i];
+            k.cb().request_terminate();
+            k.a32(offset_of!(KernelParams, exit_allowed)).store(1, Ordering::Release);
+            if !k.gone {
+                k.gone = true;
+                sh.live.fetch_sub(1, Ordering::AcqRel);
+                sh.states.lock().unwrap_or_else(|e| e.into_inner()).remove(&k.id);
+                self.relink = true;
+            }
+            return false;
+        };
+        let k = &mut self.ks[i];
+        // 1. Lifecycle into the device copy of the control block (the doorbell does it too).
+        mirror_lifecycle(&cell.control, k.cb());
+        let terminating = cell.control.terminate_requested();
+        // 2. Counters.
+        let h2d = k.a64(offset_of!(KernelParams, h2d_done)).load(Ordering::Acquire);
+        let inbox = k.a64(offset_of!(KernelParams, inbox_done)).load(Ordering::Acquire);
+        let (dh, di) = (h2d - k.seen_h2d, inbox - k.seen_inbox);
+        if dh + di > 0 {
+            (k.seen_h2d, k.seen_inbox) = (h2d, inbox);
+            cell.control.add_processed(dh + di);
+            cell.control.add_in_flight(-(dh as i64));
+            cell.input_waiters.notify();
+            work = true;
+        }
+        let hlc = k.cb().hlc_packed();
+        if hlc > cell.control.hlc_packed() {
+            cell.control.set_hlc_packed(hlc);
+        }
+        // 3. A handler called rk_fail.
+        if !k.failed && k.a32(offset_of!(KernelParams, status)).load(Ordering::Acquire) != 0 {
+            Self::on_fail(sh, k, &cell);
+            if k.failed {
+                self.relink = true;
+            }
+            work = true;
+        }
+        let k = &mut self.ks[i];
+        // 4. Outputs, in order.
+        self.buf.clear();
+        self.lens.clear();
+        let (buf, lens) = (&mut self.buf, &mut self.lens);
+        let n = k.d2h.pop_batch_with(1024, |b| {
+            buf.extend_from_slice(b);
+            lens.push(b.len());
+        });
+        if n > 0 {
+            let mut at = 0;
+            for &len in &self.lens {
+                Self::route_output(sh, k, &cell, &self.buf[at..at + len]);
+                at += len;
+            }
+            work = true;
+        }
+        if !k.local.flush(&cell) {
+            work = true;
+        }
+        // 5. A failed kernel takes no input: hand its queued messages back.
+        if k.failed && !cell.input.is_empty() {
+            Self::drain_input(k, &cell);
+            work = true;
+        }
+        // 6. Termination: unlink, let it exit, collect what is left.
+        if terminating && k.unlink == Unlink::No {
+            k.unlink = Unlink::Pending;
+            self.relink = true;
+            return true;
+        }
+        if let Unlink::Waiting(epochs) = &self.ks[i].unlink {
+            if !self.ks[i].exit_allowed {
+                let moved = epochs.iter().all(|&(id, e)| {
+                    let Ok(j) = self.ks.binary_search_by_key(&id, |o| o.id) else { return true };
+                    let o = &self.ks[j];
+                    o.exited
+                        || o.gone
+                        || o.a32(offset_of!(KernelParams, epoch)).load(Ordering::Relaxed).wrapping_sub(e) >= 2
+                });
+                if moved {
+                    let k = &mut self.ks[i];
+                    k.exit_allowed = true;
+                    // Release: pairs with the kernel's acquire load of exit_allowed.
+                    k.a32(offset_of!(KernelParams, exit_allowed)).store(1, Ordering::Release);
+                }
+            }
+        }
+        let k = &mut self.ks[i];
+        if (k.cb().is_terminated() || k.exited) && k.d2h.is_empty() && k.local.outbox_len() == 0 {
+            Self::finish(sh, k, &cell);
+            self.relink = true;
+            work = true;
+        }
+        work
+    }
+
+    /// Links every route to its target's inbox when the target runs on this device and takes
+    /// messages; unlinks the others (they go through the host). Kernels that just started
+    /// terminating get the epochs the unlink protocol waits for.
+    fn link_routes(&mut self) {
+        let ids: Vec<u32> = self.ks.iter().map(|k| k.id).collect();
+        let linkable: Vec<bool> = self
+            .ks
+            .iter()
+            .map(|k| {
+                !k.gone
+                    && !k.failed
+                    && k.unlink == Unlink::No
+                    && !k.exited
+                    && k.cell.upgrade().is_some_and(|c| c.state().accepts_messages())
+            })
+            .collect();
+        for i in 0..self.ks.len() {
+            let k = &self.ks[i];
+            if k.gone || k.exited {
+                continue;
+            }
+            let Some(dir) = k.dir.upgrade() else { continue };
+            for (r, name) in k.program().routes().iter().enumerate() {
+                let target = dir.by_name(name).and_then(|c| ids.binary_search(&c.id().0).ok());
+                let (inbox, id) = match target {
+                    Some(t) if linkable[t] => (self.ks[t].inbox.0, self.ks[t].id),
+                    _ => (0, 0),
+                };
+                let (e_inbox, e_id) = k.route(r);
+                if e_inbox.load(Ordering::Relaxed) != inbox {
+                    e_id.store(id, Ordering::Relaxed);
+                    // Release: pairs with the kernel's acquire load of `inbox` in rk_out_begin; the
+                    // id stored above is visible with it.
+                    e_inbox.store(inbox, Ordering::Release);
+                }
+            }
+        }
+        // SeqCst: the unlinks above are visible before the epochs below are read, so an epoch
+        // that moves twice past these values belongs to an iteration that saw the unlink.
+        fence(Ordering::SeqCst);
+        for i in 0..self.ks.len() {
+            if self.ks[i].unlink == Unlink::Pending {
+                let epochs: Vec<(u32, u32)> = (0..self.ks.len())
+                    .filter(|&j| j != i && !self.ks[j].exited && !self.ks[j].gone)
+                    .map(|j| {
+                        let o = &self.ks[j];
+                        (o.id, o.a32(offset_of!(KernelParams, epoch)).load(Ordering::Relaxed))
+                    })
+                    .collect();
+                self.ks[i].unlink = Unlink::Waiting(epochs);
+            }
+        }
+    }
+
+    fn on_fail(sh: &Shared, k: &mut Kern, cell: &KernelCell) {
+        let code = k.a32(offset_of!(KernelParams, fail_code)).load(Ordering::Relaxed);
+        let corr = k.a64(offset_of!(KernelParams, fail_corr)).load(Ordering::Relaxed);
+        let source = k.a32(offset_of!(KernelParams, fail_source)).load(Ordering::Relaxed);
+        let text = format!("CUDA handler failed: {}", k.program().describe_error(code));
+        cell.record_error(ErrorCode::HandlerPanic, text.clone());
+        let restart = match cell.options().restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::Restart { max_restarts } => cell.control.restarts() < max_restarts,
+        };
+        let request = EnvelopeHeader { correlation_id: corr, source, ..EnvelopeHeader::default() };
+        // The failed message was consumed (counted by the kernel in h2d_done/inbox_done).
+        if restart {
+            cell.control.record_restart();
+            let bytes: Vec<u8> = k.program().init_state().iter().flat_map(|w| w.to_le_bytes()).collect();
+            if !bytes.is_empty() {
+                if let Err(e) = sh.dev.write_device(k.state_dev, &bytes) {
+                    tracing::error!(kernel = cell.name(), "cannot reset the state: {e}");
+                }
+            }
+            // Release: the fresh state is written before the kernel sees status 0 and reloads it.
+            k.a32(offset_of!(KernelParams, status)).store(0, Ordering::Release);
+            tracing::warn!(kernel = cell.name(), "{text}; restarted with fresh state");
+            k.local.fail_request(cell, &request, &text, false);
+        } else {
+            tracing::error!(kernel = cell.name(), "{text}; kernel failed");
+            k.failed = true;
+            let _ = cell.transition(KernelState::Failed);
+            k.local.fail_request(cell, &request, &text, true);
+            cell.lifecycle_waiters.notify();
+            cell.output_waiters.notify();
+        }
+    }
+
+    fn route_output(sh: &Shared, k: &mut Kern, cell: &KernelCell, bytes: &[u8]) {
+        let (header, payload) = match decode_header(bytes) {
+            Ok(hp) => hp,
+            Err(e) => {
+                cell.record_error(
+                    ErrorCode::Decode,
+                    format!("the CUDA kernel wrote a malformed envelope: {e}"),
+                );
+                return;
+            }
+        };
+        let bytes = &bytes[..ENVELOPE_HEADER_SIZE + payload.len()];
+        if header.flags & FLAG_ERROR_REPLY != 0 {
+            let code = payload.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4")));
+            let text = format!("handler error: {}", k.program().describe_error(code));
+            let ec = match code {
+                err::UNKNOWN_TYPE => ErrorCode::UnknownMessageType,
+                err::MALFORMED => ErrorCode::Decode,
+                _ => ErrorCode::HandlerError,
+            };
+            cell.record_error(ec, text.clone());
+            let request = EnvelopeHeader {
+                correlation_id: header.correlation_id,
+                source: header.destination,
+                ..header
+            };
+            k.local.fail_request(cell, &request, &text, false);
+            return;
+        }
+        if header.destination == KernelId::HOST.0 {
+            k.local.deliver(cell, None, bytes);
+            return;
+        }
+        let dir = k.dir.upgrade();
+        let (target, patched) = if header.destination >= ROUTE_BASE {
+            sh.via_host.fetch_add(1, Ordering::Relaxed);
+            let r = (header.destination - ROUTE_BASE) as usize;
+            let t = k.program().routes().get(r).and_then(|name| dir.as_ref()?.by_name(name));
+            // The kernel wrote the route index; the envelope gets the target's id.
+            let patched = t.as_ref().map(|t| {
+                let mut b = bytes.to_vec();
+                let off = ENVELOPE_FIELDS.iter().find(|f| f.0 == "destination").expect("field").1;
+                b[off..off + 4].copy_from_slice(&t.id().0.to_le_bytes());
+                b
+            });
+            (t, patched)
+        } else {
+            (dir.as_ref().and_then(|d| d.by_id(KernelId(header.destination))), None)
+        };
+        let bytes = patched.as_deref().unwrap_or(bytes);
+        match target {
+            Some(t) if t.state().accepts_messages() => k.local.deliver(cell, Some(t), bytes),
+            _ => {
+                cell.record_error(
+                    ErrorCode::QueueFull,
+                    format!("K2K target of {} is not running; message kept", cell.name()),
+                );
+                if let Ok(raw) = RawMessage::from_bytes(bytes) {
+                    cell.return_message(raw);
+                }
+            }
+        }
+    }
+
+    /// A message the kernel will never handle: a waiting `call` fails, a one-way message is
+    /// handed back in the terminate report.
+    fn return_or_fail(k: &mut Kern, cell: &KernelCell, bytes: &[u8], from_host: bool) {
+        let Ok((h, payload)) = decode_header(bytes) else { return };
+        let bytes = &bytes[..ENVELOPE_HEADER_SIZE + payload.len()];
+        if from_host {
+            cell.control.add_in_flight(-1);
+        }
+        if h.correlation_id != 0 && h.source == 0 {
+            let text = format!(
+                "kernel {:?} failed before handling this request: {}",
+                cell.name(),
+                cell.last_error().unwrap_or_default()
+            );
+            k.local.fail_request(cell, &h, &text, true);
+        } else if let Ok(raw) = RawMessage::from_bytes(bytes) {
+            cell.return_message(raw);
+        }
+    }
+
+    fn drain_input(k: &mut Kern, cell: &KernelCell) {
+        let mut taken: Vec<Vec<u8>> = Vec::new();
+        while cell.input.pop_batch_with(64, |b| taken.push(b.to_vec())) > 0 {}
+        for b in taken {
+            Self::return_or_fail(k, cell, &b, true);
+        }
+        cell.input_waiters.notify();
+    }
+
+    /// The kernel has returned: collect what is left in its queues, end its lifecycle.
+    fn finish(sh: &Shared, k: &mut Kern, cell: &KernelCell) {
+        Self::drain_input(k, cell);
+        let mut copy = vec![0u8; k.inbox.1 + 128];
+        let start = copy.as_ptr().align_offset(128);
+        match sh.dev.read_device(k.inbox.0, &mut copy[start..start + k.inbox.1]) {
+            Ok(()) => {
+                // SAFETY: a private, 128-aligned copy of an initialised ring region.
+                let ring = unsafe {
+                    RawSlotRing::attach(NonNull::new(copy.as_mut_ptr().add(start)).expect("non-null"))
+                };
+                let mut taken: Vec<Vec<u8>> = Vec::new();
+                while ring.pop_batch_with(64, |b| taken.push(b.to_vec())) > 0 {}
+                for b in taken {
+                    Self::return_or_fail(k, cell, &b, false);
+                }
+            }
+            Err(e) => tracing::error!(kernel = cell.name(), "cannot read the inbox back: {e}"),
+        }
+        let _ = cell.transition(KernelState::Terminated);
+        cell.control.mark_terminated();
+        cell.lifecycle_waiters.notify();
+        cell.output_waiters.notify();
+        cell.input_waiters.notify();
+        k.gone = true;
+        sh.live.fetch_sub(1, Ordering::AcqRel);
+        sh.states.lock().unwrap_or_else(|e| e.into_inner()).remove(&k.id);
+    }
+
+    fn fail_all(&mut self, reason: &str) {
+        for k in &mut self.ks {
+            if k.failed || k.gone {
+                continue;
+            }
+            let Some(cell) = k.cell.upgrade() else { continue };
+            k.failed = true;
+            k.exited = true;
+            let text = format!("the CUDA device failed: {reason}");
+            cell.record_error(ErrorCode::HandlerPanic, text.clone());
+            if cell.transition(KernelState::Failed).is_err()
+                && !matches!(cell.state(), KernelState::Terminated | KernelState::Failed)
+            {
+                cell.control.set_state_code(KernelState::Failed.code());
+            }
+            for corr in cell.replies.waiting() {
+                let h = EnvelopeHeader { correlation_id: corr, ..EnvelopeHeader::default() };
+                k.local.fail_request(&cell, &h, &text, true);
+            }
+            if cell.control.terminate_requested() {
+                cell.control.mark_terminated();
+            }
+            cell.lifecycle_waiters.notify();
+            cell.output_waiters.notify();
+        }
+    }
+
+    /// Shutdown: tell every kernel still running to exit, wait for the launches, free memory.
+    fn stop(&mut self, sh: &Shared) {
+        for k in &self.ks {
+            k.cb().request_terminate();
+            k.a32(offset_of!(KernelParams, exit_allowed)).store(1, Ordering::Release);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut all = true;
+        for k in &mut self.ks {
+            while !k.exited && Instant::now() < deadline {
+                match sh.dev.finished(k.launch) {
+                    Ok(true) => k.exited = true,
+                    Ok(false) => std::thread::sleep(Duration::from_micros(200)),
+                    Err(_) => break,
+                }
+            }
+            all &= k.exited;
+            if let Some(cell) = k.cell.upgrade() {
+                if !matches!(cell.state(), KernelState::Terminated) {
+                    cell.abort("the CUDA backend shut down");
+                }
+            }
+        }
+        if !all || sh.fault.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            tracing::warn!(
+                "CUDA kernels still running (or the device faulted) at shutdown; their memory is not freed"
+            );
+            return;
+        }
+        let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
+        for k in self.ks.drain(..) {
+            r.mapped.push(k.block);
+            r.device.push(k.devmem);
+        }
+        for m in r.mapped.drain(..) {
+            sh.dev.free_mapped(m);
+        }
+        for (d, len) in r.device.drain(..) {
+            sh.dev.free_device(d, len);
+        }
+        sh.all_done.store(true, Ordering::Release);
+    }
+}

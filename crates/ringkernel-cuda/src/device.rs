@@ -1,0 +1,55 @@
+//! What the backend needs from "a device": mapped and device memory, compiling a generated
+//! source, launching a persistent kernel and asking whether it ended. Two implementations:
+//! [`crate::driver`] (the CUDA driver through cudarc) and [`crate::emulator`] (host threads
+//! running the same generated source compiled as C, for machines without a GPU).
+
+/// Pinned host memory mapped into the device: one allocation, two addresses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mapped {
+    /// Host address (128-byte aligned).
+    pub host: *mut u8,
+    /// The same memory's device address.
+    pub dev: u64,
+    /// Bytes.
+    pub len: usize,
+}
+
+// SAFETY: a Mapped is an address range; who may touch which bytes is the queue protocol's
+// business (see ringkernel_codegen::cuda), and the allocation is freed only by the backend.
+unsafe impl Send for Mapped {}
+// SAFETY: as above.
+unsafe impl Sync for Mapped {}
+
+/// A compiled module (index into the device's own table).
+pub(crate) type ModuleId = usize;
+/// A running kernel (index into the device's own table).
+pub(crate) type LaunchId = usize;
+
+/// A device the backend can run generated kernels on (see the module docs). Every method
+/// returns a plain-text reason on failure; the backend wraps it into `Error::Gpu`.
+pub(crate) trait Device: Send + Sync + 'static {
+    /// Human-readable description (device name, driver, or "host emulation").
+    fn describe(&self) -> String;
+    /// Whether this is the host emulation.
+    fn emulated(&self) -> bool;
+    /// Allocates `len` bytes of zeroed, mapped, pinned host memory.
+    fn alloc_mapped(&self, len: usize) -> Result<Mapped, String>;
+    /// Frees what `alloc_mapped` returned. Only called when no kernel can touch it any more.
+    fn free_mapped(&self, m: Mapped);
+    /// The device address of host memory inside an `alloc_mapped` allocation.
+    fn device_address(&self, host: *mut u8) -> Result<u64, String>;
+    /// Allocates `len` bytes of device memory.
+    fn alloc_device(&self, len: usize) -> Result<u64, String>;
+    /// Frees what `alloc_device` returned. Only called when no kernel can touch it any more.
+    fn free_device(&self, ptr: u64, len: usize);
+    /// Copies host bytes into device memory.
+    fn write_device(&self, dst: u64, data: &[u8]) -> Result<(), String>;
+    /// Copies device memory into host bytes.
+    fn read_device(&self, src: u64, out: &mut [u8]) -> Result<(), String>;
+    /// Compiles a generated kernel source; `kernel` names it in errors.
+    fn compile(&self, kernel: &str, source: &str) -> Result<ModuleId, String>;
+    /// Launches the module's persistent entry point with the parameter block at `params`.
+    fn launch(&self, module: ModuleId, params: u64) -> Result<LaunchId, String>;
+    /// `Ok(true)` once the launch has returned; `Err` if it failed (a device fault).
+    fn finished(&self, launch: LaunchId) -> Result<bool, String>;
+}

@@ -1,0 +1,249 @@
+//! The CUDA driver as a [`Device`]: cudarc's `result` layer (every call returns `Result`), with
+//! the driver and NVRTC loaded at run time.
+//!
+//! * Memory: mapped queues come from `cuMemHostAlloc(DEVICEMAP | PORTABLE)` (cached, not
+//!   write-combined: the host reads the output ring) and `cuMemHostGetDevicePointer`; inboxes,
+//!   state and scratch from `cuMemAlloc`. Frees are deferred by the backend to shutdown:
+//!   `cuMemFree*` may wait for the device to go idle, which persistent kernels never do.
+//! * Compilation: NVRTC, for `compute_XY` of device 0, with the PTX cached in memory and on disk
+//!   (`$RINGKERNEL_PTX_CACHE`, else `$XDG_CACHE_HOME/ringkernel/ptx`, else
+//!   `~/.cache/ringkernel/ptx`), keyed by an FNV-1a hash of the source, the architecture and the
+//!   NVRTC version.
+//! * Launch: each kernel on its own non-blocking stream, one block of one thread (every kernel
+//!   is resident while fewer than [`crate::CudaConfig::max_kernels`] run, under the device's
+//!   limit of concurrent kernels); `cuStreamQuery` says when it has returned, or that it faulted.
+
+use crate::device::{Device, LaunchId, Mapped, ModuleId};
+use cudarc::driver::{result, sys};
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+struct Tables {
+    modules: Vec<sys::CUfunction>,
+    by_source: HashMap<u64, ModuleId>,
+    launches: Vec<sys::CUstream>,
+}
+
+/// A CUDA device through the driver API (see the module docs).
+pub(crate) struct Driver {
+    ctx: sys::CUcontext,
+    dev: sys::CUdevice,
+    copy_stream: sys::CUstream,
+    arch: (i32, i32),
+    info: String,
+    tables: Mutex<Tables>,
+}
+
+// SAFETY: the context and stream handles are usable from any thread once the context is made
+// current there (every method does so first); the tables are behind a mutex.
+unsafe impl Send for Driver {}
+// SAFETY: as above.
+unsafe impl Sync for Driver {}
+
+fn driver_err(what: &str, e: impl core::fmt::Debug) -> String {
+    format!("{what}: {e:?}")
+}
+
+impl Driver {
+    /// Opens device 0 (after `probe_device` succeeded).
+    pub(crate) fn open(info: &crate::CudaInfo) -> Result<Self, String> {
+        if !info.nvrtc {
+            return Err(
+                "NVRTC (libnvrtc) was not found; the CUDA backend compiles kernels with it at launch".into(),
+            );
+        }
+        result::init().map_err(|e| driver_err("cuInit", e))?;
+        let dev = result::device::get(0).map_err(|e| driver_err("cuDeviceGet", e))?;
+        // SAFETY: `dev` is a valid device ordinal's handle; the primary context is released in Drop.
+        let ctx = unsafe { result::primary_ctx::retain(dev) }
+            .map_err(|e| driver_err("cuDevicePrimaryCtxRetain", e))?;
+        // SAFETY: `ctx` was just retained.
+        unsafe { result::ctx::set_current(ctx) }.map_err(|e| driver_err("cuCtxSetCurrent", e))?;
+        let copy_stream = result::stream::create(result::stream::StreamKind::NonBlocking)
+            .map_err(|e| driver_err("cuStreamCreate", e))?;
+        Ok(Self {
+            ctx,
+            dev,
+            copy_stream,
+            arch: info.compute_capability,
+            info: info.to_string(),
+            tables: Mutex::new(Tables {
+                modules: Vec::new(),
+                by_source: HashMap::new(),
+                launches: Vec::new(),
+            }),
+        })
+    }
+
+    fn current(&self) -> Result<(), String> {
+        // SAFETY: the context stays retained for the life of `self`.
+        unsafe { result::ctx::set_current(self.ctx) }.map_err(|e| driver_err("cuCtxSetCurrent", e))
+    }
+
+    fn cache_dir() -> Option<PathBuf> {
+        if let Ok(d) = std::env::var("RINGKERNEL_PTX_CACHE") {
+            return Some(PathBuf::from(d));
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("ringkernel").join("ptx"))
+    }
+}
+
+impl Device for Driver {
+    fn describe(&self) -> String {
+        self.info.clone()
+    }
+    fn emulated(&self) -> bool {
+        false
+    }
+    fn alloc_mapped(&self, len: usize) -> Result<Mapped, String> {
+        self.current()?;
+        let flags = sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE;
+        // SAFETY: plain allocation; zeroed below before anyone reads it.
+        let host = unsafe { result::malloc_host(len, flags) }
+            .map_err(|e| driver_err(&format!("cuMemHostAlloc({len} bytes)"), e))?
+            as *mut u8;
+        // SAFETY: `host` is `len` writable bytes just allocated.
+        unsafe { std::ptr::write_bytes(host, 0, len) };
+        let mut dev: sys::CUdeviceptr = 0;
+        // SAFETY: `host` was allocated with DEVICEMAP, so it has a device address.
+        let rc = unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dev, host as *mut c_void, 0) };
+        if rc != sys::CUresult::CUDA_SUCCESS {
+            // SAFETY: allocated above, not shared with anyone yet.
+            let _ = unsafe { result::free_host(host as *mut c_void) };
+            return Err(driver_err("cuMemHostGetDevicePointer", rc));
+        }
+        Ok(Mapped { host, dev, len })
+    }
+    fn free_mapped(&self, m: Mapped) {
+        if self.current().is_ok() {
+            // SAFETY: from alloc_mapped; the backend frees it once, when no kernel can use it.
+            let _ = unsafe { result::free_host(m.host as *mut c_void) };
+        }
+    }
+    fn device_address(&self, host: *mut u8) -> Result<u64, String> {
+        self.current()?;
+        let mut dev: sys::CUdeviceptr = 0;
+        // SAFETY: only queries the mapping of `host`; fails cleanly for unmapped memory.
+        let rc = unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dev, host as *mut c_void, 0) };
+        if rc == sys::CUresult::CUDA_SUCCESS {
+            Ok(dev)
+        } else {
+            Err(driver_err("cuMemHostGetDevicePointer", rc))
+        }
+    }
+    fn alloc_device(&self, len: usize) -> Result<u64, String> {
+        self.current()?;
+        // SAFETY: plain allocation, zeroed right after.
+        let ptr = unsafe { result::malloc_sync(len.max(16)) }
+            .map_err(|e| driver_err(&format!("cuMemAlloc({len} bytes)"), e))?;
+        // SAFETY: `ptr` is a fresh allocation of at least `len` bytes.
+        unsafe { result::memset_d8_sync(ptr, 0, len.max(16)) }.map_err(|e| driver_err("cuMemsetD8", e))?;
+        Ok(ptr)
+    }
+    fn free_device(&self, ptr: u64, _len: usize) {
+        if self.current().is_ok() {
+            // SAFETY: from alloc_device; freed once, when no kernel can use it.
+            let _ = unsafe { result::free_sync(ptr) };
+        }
+    }
+    fn write_device(&self, dst: u64, data: &[u8]) -> Result<(), String> {
+        self.current()?;
+        // SAFETY: `dst` has room for `data` (the backend's layout); the copy runs on the
+        // backend's own non-blocking stream, so it never waits for the persistent kernels.
+        unsafe {
+            result::memcpy_htod_async(dst, data, self.copy_stream)
+                .map_err(|e| driver_err("cuMemcpyHtoDAsync", e))?;
+            result::stream::synchronize(self.copy_stream).map_err(|e| driver_err("cuStreamSynchronize", e))
+        }
+    }
+    fn read_device(&self, src: u64, out: &mut [u8]) -> Result<(), String> {
+        self.current()?;
+        // SAFETY: as in write_device, reading `out.len()` bytes of a live allocation.
+        unsafe {
+            result::memcpy_dtoh_async(out, src, self.copy_stream)
+                .map_err(|e| driver_err("cuMemcpyDtoHAsync", e))?;
+            result::stream::synchronize(self.copy_stream).map_err(|e| driver_err("cuStreamSynchronize", e))
+        }
+    }
+    fn compile(&self, kernel: &str, source: &str) -> Result<ModuleId, String> {
+        self.current()?;
+        let mut key = source.as_bytes().to_vec();
+        key.extend_from_slice(format!("compute_{}{}", self.arch.0, self.arch.1).as_bytes());
+        let hash = crate::program::fnv1a(&key);
+        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&m) = t.by_source.get(&hash) {
+            return Ok(m);
+        }
+        let file = Self::cache_dir().map(|d| d.join(format!("{hash:016x}.ptx")));
+        let cached = file.as_ref().and_then(|f| std::fs::read(f).ok());
+        let mut ptx = match cached {
+            Some(p) => p,
+            None => {
+                let p = crate::nvrtc::compile_ptx(kernel, source, self.arch)?;
+                if let Some(f) = &file {
+                    if let Some(dir) = f.parent() {
+                        let _ = std::fs::create_dir_all(dir);
+                    }
+                    let _ = std::fs::write(f, &p);
+                }
+                p
+            }
+        };
+        if ptx.last() != Some(&0) {
+            ptx.push(0);
+        }
+        // SAFETY: `ptx` is a NUL-terminated PTX image.
+        let module = unsafe { result::module::load_data(ptx.as_ptr() as *const c_void) }.map_err(|e| {
+            format!(
+                "cuModuleLoadData: {e:?} (a PTX version newer than the driver means NVRTC is newer than the driver)"
+            )
+        })?;
+        // SAFETY: `module` was just loaded.
+        let f = unsafe { result::module::get_function(module, CString::from(c"rk_kernel_main")) }
+            .map_err(|e| driver_err("cuModuleGetFunction(rk_kernel_main)", e))?;
+        t.modules.push(f);
+        let id = t.modules.len() - 1;
+        t.by_source.insert(hash, id);
+        Ok(id)
+    }
+    fn launch(&self, module: ModuleId, params: u64) -> Result<LaunchId, String> {
+        self.current()?;
+        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let f = *t.modules.get(module).ok_or("no such module")?;
+        let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
+            .map_err(|e| driver_err("cuStreamCreate", e))?;
+        let mut arg = params;
+        let mut args = [&mut arg as *mut u64 as *mut c_void];
+        // SAFETY: `f` takes one pointer argument (rk_kernel_params*), given by value through
+        // `args` (copied by the driver at launch); the parameter block outlives the launch.
+        unsafe { result::launch_kernel(f, (1, 1, 1), (1, 1, 1), 0, stream, &mut args) }
+            .map_err(|e| driver_err("cuLaunchKernel", e))?;
+        t.launches.push(stream);
+        Ok(t.launches.len() - 1)
+    }
+    fn finished(&self, launch: LaunchId) -> Result<bool, String> {
+        self.current()?;
+        let t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = *t.launches.get(launch).ok_or("no such launch")?;
+        // SAFETY: `stream` is a live stream created in `launch`.
+        match unsafe { sys::cuStreamQuery(stream) } {
+            sys::CUresult::CUDA_SUCCESS => Ok(true),
+            sys::CUresult::CUDA_ERROR_NOT_READY => Ok(false),
+            e => Err(format!("the kernel faulted: {e:?}")),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.current().is_ok() {
+            // SAFETY: the primary context retained in `open`, released once.
+            let _ = unsafe { result::primary_ctx::release(self.dev) };
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Host emulation of a CUDA device: the generated kernel source (the very text NVRTC compiles
+//! for the GPU) is compiled as C11 by the host C compiler, where the shim in `runtime.cuh` maps
+//! the device atomics to C11 atomics and `__nanosleep` to a yield/sleep back-off, and each
+//! persistent kernel runs on its own host thread. "Mapped" and "device" memory are both plain
+//! host memory. This is how CI runs the CUDA backend's whole host side and the device-side
+//! protocol without a GPU; it is never chosen by `Backend::Auto`.
+
+use crate::device::{Device, LaunchId, Mapped, ModuleId};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+type Entry = unsafe extern "C" fn(*mut u8);
+
+#[derive(Default)]
+struct Tables {
+    /// Compiled libraries: (dlopen handle, entry point) by module id.
+    modules: Vec<(usize, Entry)>,
+    by_source: HashMap<u64, ModuleId>,
+    launches: Vec<Option<JoinHandle<()>>>,
+}
+
+/// The host emulation device (see the module docs).
+pub(crate) struct Emulator {
+    cc: String,
+    dir: PathBuf,
+    tables: Mutex<Tables>,
+}
+
+impl Emulator {
+    /// Checks for a C compiler (`$CC`, else `cc`).
+    pub(crate) fn new() -> Result<Self, String> {
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        if Command::new(&cc).arg("--version").output().is_err() {
+            return Err(format!("the CUDA host emulation needs a C compiler, and `{cc}` was not found"));
+        }
+        // One directory per emulator: runtimes in one process must not share (or delete) files.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ringkernel-cuda-emu-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(Self { cc, dir, tables: Mutex::new(Tables::default()) })
+    }
+
+    fn layout(len: usize) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(len.max(128), 128).expect("valid layout")
+    }
+}
+
+impl Device for Emulator {
+    fn describe(&self) -> String {
+        "CUDA host emulation (no GPU: generated kernels run as C on host threads)".into()
+    }
+    fn emulated(&self) -> bool {
+        true
+    }
+    fn alloc_mapped(&self, len: usize) -> Result<Mapped, String> {
+        // SAFETY: non-zero size (at least 128).
+        let host = unsafe { std::alloc::alloc_zeroed(Self::layout(len)) };
+        if host.is_null() {
+            return Err(format!("out of host memory ({len} bytes)"));
+        }
+        Ok(Mapped { host, dev: host as u64, len })
+    }
+    fn free_mapped(&self, m: Mapped) {
+        // SAFETY: allocated in alloc_mapped with the same layout; the backend frees it once.
+        unsafe { std::alloc::dealloc(m.host, Self::layout(m.len)) };
+    }
+    fn device_address(&self, host: *mut u8) -> Result<u64, String> {
+        Ok(host as u64)
+    }
+    fn alloc_device(&self, len: usize) -> Result<u64, String> {
+        self.alloc_mapped(len).map(|m| m.dev)
+    }
+    fn free_device(&self, ptr: u64, len: usize) {
+        self.free_mapped(Mapped { host: ptr as *mut u8, dev: ptr, len });
+    }
+    fn write_device(&self, dst: u64, data: &[u8]) -> Result<(), String> {
+        // SAFETY: `dst` came from alloc_device with room for the write (the backend's layout);
+        // the running kernel does not touch these bytes while the host writes them (state is
+        // rewritten only while the kernel is stopped on `status`).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len()) };
+        Ok(())
+    }
+    fn read_device(&self, src: u64, out: &mut [u8]) -> Result<(), String> {
+        // SAFETY: as in write_device, a range of a live allocation; a concurrent kernel write
+        // gives a torn copy, which the callers detect (state_seq) or exclude (kernel ended).
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+    fn compile(&self, kernel: &str, source: &str) -> Result<ModuleId, String> {
+        let hash = crate::program::fnv1a(source.as_bytes());
+        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&m) = t.by_source.get(&hash) {
+            return Ok(m);
+        }
+        let src = self.dir.join(format!("k{hash:016x}.c"));
+        let lib = self.dir.join(format!("k{hash:016x}.so"));
+        std::fs::write(&src, source).map_err(|e| format!("cannot write {}: {e}", src.display()))?;
+        let out = Command::new(&self.cc)
+            .args(["-std=gnu11", "-O2", "-Wall", "-Wno-unused-function", "-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.cc))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the CUDA C of kernel {kernel:?} does not compile (host emulation, {}):\n{}",
+                self.cc,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let path = CString::new(lib.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: dlopen/dlsym with NUL-terminated strings; the library was just built from a
+        // generated source whose entry point has the `Entry` signature (one pointer argument).
+        let entry = unsafe {
+            let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+            if handle.is_null() {
+                return Err(format!("dlopen {} failed", lib.display()));
+            }
+            let sym = libc::dlsym(handle, c"rk_kernel_main".as_ptr());
+            if sym.is_null() {
+                return Err("the compiled kernel has no rk_kernel_main".into());
+            }
+            (handle as usize, std::mem::transmute::<*mut libc::c_void, Entry>(sym))
+        };
+        t.modules.push(entry);
+        let id = t.modules.len() - 1;
+        t.by_source.insert(hash, id);
+        Ok(id)
+    }
+    fn launch(&self, module: ModuleId, params: u64) -> Result<LaunchId, String> {
+        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = t.modules.get(module).ok_or("no such module")?.1;
+        let handle = std::thread::Builder::new()
+            .name("ringkernel-cuda-emu".into())
+            .stack_size(1 << 20)
+            .spawn(move || {
+                // SAFETY: `params` is the device address (= host address here) of a parameter
+                // block the backend keeps alive, with every pointer in it, until this launch
+                // reports finished.
+                unsafe { entry(params as *mut u8) }
+            })
+            .map_err(|e| format!("cannot start an emulated kernel thread: {e}"))?;
+        t.launches.push(Some(handle));
+        Ok(t.launches.len() - 1)
+    }
+    fn finished(&self, launch: LaunchId) -> Result<bool, String> {
+        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(slot) = t.launches.get_mut(launch) else { return Err("no such launch".into()) };
+        match slot {
+            None => Ok(true),
+            Some(h) if h.is_finished() => {
+                let h = slot.take().expect("present");
+                h.join().map_err(|_| "the emulated kernel thread panicked".to_string())?;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,53 @@
+//! NVRTC: generated CUDA C → PTX, loaded at run time. Usable without a GPU (CI compiles every
+//! generated kernel with the NVRTC of the `nvidia-cuda-nvrtc` wheel this way).
+
+use cudarc::nvrtc::result as nvrtc;
+use std::ffi::CString;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Whether the NVRTC library can be loaded.
+#[must_use]
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to open the library by its candidate names.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// Compiles `source` to PTX for `compute_<major><minor>` (the text NVRTC returns, NUL
+/// excluded), or returns NVRTC's log; `kernel` names the source in errors. Never panics: a
+/// missing library or symbol is an error.
+pub fn compile_ptx(kernel: &str, source: &str, arch: (i32, i32)) -> Result<Vec<u8>, String> {
+    if !nvrtc_present() {
+        return Err("NVRTC (libnvrtc) was not found".into());
+    }
+    catch_unwind(AssertUnwindSafe(|| compile(kernel, source, arch)))
+        .unwrap_or_else(|_| Err("cudarc panicked inside NVRTC (a missing symbol?)".into()))
+}
+
+fn compile(kernel: &str, source: &str, arch: (i32, i32)) -> Result<Vec<u8>, String> {
+    let src = CString::new(source).map_err(|_| "the kernel source contains a NUL byte".to_string())?;
+    let name = CString::new(format!("{kernel}.cu")).unwrap_or_default();
+    let prog = nvrtc::create_program(&src, Some(&name)).map_err(|e| format!("nvrtcCreateProgram: {e:?}"))?;
+    let opts = [
+        format!("--gpu-architecture=compute_{}{}", arch.0, arch.1),
+        "--std=c++17".into(),
+        "-default-device".into(),
+    ];
+    // SAFETY: `prog` is a live program; the options are valid strings.
+    let compiled = unsafe { nvrtc::compile_program(prog, &opts) };
+    let out = match compiled {
+        // SAFETY: compiled successfully, so the PTX is available.
+        Ok(()) => unsafe { nvrtc::get_ptx(prog) }
+            .map(|p| p.into_iter().map(|c| c as u8).take_while(|&c| c != 0).collect::<Vec<u8>>())
+            .map_err(|e| format!("nvrtcGetPTX: {e:?}")),
+        Err(e) => {
+            // SAFETY: the log exists after a failed compile.
+            let log = unsafe { nvrtc::get_program_log(prog) }
+                .map(|l| l.into_iter().map(|c| c as u8).take_while(|&c| c != 0).collect::<Vec<u8>>())
+                .unwrap_or_default();
+            Err(format!("NVRTC cannot compile kernel {kernel:?} ({e:?}):\n{}", String::from_utf8_lossy(&log)))
+        }
+    };
+    // SAFETY: destroyed once, after its last use.
+    let _ = unsafe { nvrtc::destroy_program(prog) };
+    out
+}
