@@ -6,9 +6,10 @@
 #   scripts/gpu-check.sh            # build into gpu-bin/
 #   gpu-bin/run.sh                  # on the GPU machine: every test binary, then the GPU benches
 #
-# What runs on the GPU today: the wgpu suite (needs a Vulkan driver there) and the CUDA probe
-# (prints what it found: driver version, device, NVRTC). The CUDA launch path is not implemented,
-# so there is no CUDA kernel test or bench yet.
+# What runs on the GPU: the CUDA suite (conformance::cuda, cuda_device: persistent kernels, device
+# K2K, state snapshots; NVRTC compiles at launch) and the CUDA bench (round trip p50/p99 next to
+# launch + sync and CUDA Graph replay, batched throughput, K2K hop); the wgpu suite where the
+# machine has a Vulkan driver.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=gpu-bin
@@ -40,10 +41,20 @@ rm -f "$out/.tests" "$out/.benches"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs every copied test binary (GPU tests skip with a message when no device is found), then the
-# GPU benches. Set RINGKERNEL_REQUIRE_WGPU=1 to turn a missing wgpu adapter into a failure.
+# GPU benches. RINGKERNEL_REQUIRE_CUDA=1 (default here) turns a missing CUDA device into a failure;
+# set RINGKERNEL_REQUIRE_WGPU=1 for wgpu. NVRTC is loaded by name: the usual CUDA library folders
+# are added to LD_LIBRARY_PATH. `run.sh bench` runs only the benches, `run.sh test` only the tests.
 cd "$(dirname "$0")"
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+  [ -d "$d" ] && LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
+done
+export LD_LIBRARY_PATH
+export RINGKERNEL_REQUIRE_CUDA="${RINGKERNEL_REQUIRE_CUDA:-1}"
+export RINGKERNEL_PTX_CACHE="${RINGKERNEL_PTX_CACHE:-$PWD/ptx-cache}"
+what="${1:-all}"
 status=0
 for t in ./test-*; do
+  [ "$what" = bench ] && break
   echo "== $t"
   # derive_ui needs the source tree and cargo; the proc-macro crate's own test binary links the
   # toolchain's libstd dynamically. Neither runs without a Rust toolchain.
@@ -52,10 +63,11 @@ for t in ./test-*; do
   esac
   "$t" --test-threads=2 || status=1
 done
-for b in ./bench-wgpu-*; do
+for b in ./bench-cuda-* ./bench-wgpu-*; do
+  [ "$what" = test ] && break
   [ -e "$b" ] || continue
   echo "== $b"
-  "$b" --bench || status=1
+  "$b" --bench --warm-up-time 1 --measurement-time 3 || status=1
 done
 exit $status
 RUN

@@ -458,7 +458,11 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
         idle = 0u;
         if (len != RK_VOID_LEN) rk_process(&ctx, &st, slot, len);
         rk_ring_release_single(src, pos);
-        if (len != RK_VOID_LEN) rk_add_u64(from_host ? &p->h2d_done : &p->inbox_done, 1u);
+        if (len != RK_VOID_LEN) {
+            // Single writer (this kernel): a plain increment, no read-modify-write over PCIe.
+            uint64_t* done = from_host ? &p->h2d_done : &p->inbox_done;
+            rk_store_u64_relaxed(done, rk_load_u64_acquire(done) + 1u);
+        }
         rk_store_u64_relaxed(&cb->hlc_packed, ctx.clock);
     }
     rk_store_release(&cb->terminated, 1u);

@@ -615,6 +615,7 @@ struct Agent {
     relink: bool,
     buf: Vec<u8>,
     lens: Vec<usize>,
+    last_check: Option<Instant>,
 }
 
 impl Agent {
@@ -659,6 +660,10 @@ impl Agent {
     /// One pass over every kernel; `true` if anything moved.
     fn round(&mut self, sh: &Shared) -> bool {
         let mut work = false;
+        let check = self.last_check.is_none_or(|t| t.elapsed() > Duration::from_millis(5));
+        if check {
+            self.last_check = Some(Instant::now());
+        }
         for i in 0..self.ks.len() {
             let k = &mut self.ks[i];
             if k.gone {
@@ -667,7 +672,7 @@ impl Agent {
                 }
                 continue;
             }
-            work |= self.step(sh, i);
+            work |= self.step(sh, i, check);
         }
         if self.relink {
             self.relink = false;
@@ -690,14 +695,18 @@ impl Agent {
         work
     }
 
-    fn step(&mut self, sh: &Shared, i: usize) -> bool {
+    fn step(&mut self, sh: &Shared, i: usize, check: bool) -> bool {
         let mut work = false;
-        match sh.dev.finished(self.ks[i].launch) {
-            Ok(done) => self.ks[i].exited |= done,
-            Err(e) => {
-                *sh.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
-                self.fail_all(&e);
-                return true;
+        // Asking the driver costs a call per kernel: only when the kernel says it has ended, or
+        // every few milliseconds to notice a fault.
+        if check || self.ks[i].cb().is_terminated() {
+            match sh.dev.finished(self.ks[i].launch) {
+                Ok(done) => self.ks[i].exited |= done,
+                Err(e) => {
+                    *sh.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
+                    self.fail_all(&e);
+                    return true;
+                }
             }
         }
         let Some(cell) = self.ks[i].cell.upgrade().filter(|c| c.state() != KernelState::Terminated) else {

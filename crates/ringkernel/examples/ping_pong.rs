@@ -4,7 +4,9 @@
 //!
 //! `cargo run --release --example ping_pong [ROUNDS]` (backend from `RINGKERNEL_BACKEND`).
 //! On the GPU: `RINGKERNEL_BACKEND=wgpu cargo run --release --features wgpu --example ping_pong`;
-//! the ball then never leaves the device between the first send and the final emit.
+//! the ball then never leaves the device between the first send and the final emit. With CUDA:
+//! `RINGKERNEL_BACKEND=cuda cargo run --release --features cuda --example ping_pong` (two
+//! persistent kernels writing into each other's inbox in device memory).
 
 use ringkernel::prelude::*;
 use ringkernel::runtime::KernelDef;
@@ -60,6 +62,18 @@ fn stamp(b: ptr<function, Ball>) {
 }
 "#;
 
+/// The same two kernels in CUDA C (`ctx->msg` is the envelope being handled).
+#[cfg(feature = "cuda")]
+const STAMP_CUDA: &str = r#"
+RK_DEVICE void stamp(rk_ctx* ctx, Ball* b) {
+    uint64_t ts = ctx->msg->hlc;
+    uint32_t node = ctx->msg->source;
+    if (!(b->last_hlc < ts || (b->last_hlc == ts && node > b->last_node))) b->hlc_violations += 1u;
+    b->last_hlc = ts;
+    b->last_node = node;
+}
+"#;
+
 #[derive(Default, GpuType)]
 struct Nothing {}
 
@@ -85,6 +99,35 @@ fn on_Ball(m: Ball) {{
         (
             ping_def.gpu(WgslProgram::new::<Nothing>(ping_src).handles::<Ball>().route("pong")),
             pong_def.gpu(WgslProgram::new::<Nothing>(pong_src).handles::<Ball>().route("ping")),
+        )
+    };
+    #[cfg(feature = "cuda")]
+    let (ping_def, pong_def) = {
+        use ringkernel::cuda::CudaProgram;
+        let ping_src = format!(
+            "{STAMP_CUDA}
+RK_DEVICE uint32_t on_Ball(rk_ctx* ctx, Nothing* s, const Ball* m) {{
+    (void)s;
+    Ball b = *m;
+    stamp(ctx, &b);
+    if (b.remaining == 0u) return rk_emit_Ball(ctx, &b);
+    b.remaining -= 1u;
+    b.round_trips += 1u;
+    return rk_send_Ball(ctx, 0u, &b);
+}}"
+        );
+        let pong_src = format!(
+            "{STAMP_CUDA}
+RK_DEVICE uint32_t on_Ball(rk_ctx* ctx, Nothing* s, const Ball* m) {{
+    (void)s;
+    Ball b = *m;
+    stamp(ctx, &b);
+    return rk_send_Ball(ctx, 0u, &b);
+}}"
+        );
+        (
+            ping_def.gpu(CudaProgram::new::<Nothing>(ping_src).handles::<Ball>().route("pong")),
+            pong_def.gpu(CudaProgram::new::<Nothing>(pong_src).handles::<Ball>().route("ping")),
         )
     };
     vec![ping_def, pong_def]

@@ -3,7 +3,9 @@
 //! `cargo run --example vector_add` (backend from `RINGKERNEL_BACKEND`, default `auto`).
 //! On the GPU: `RINGKERNEL_BACKEND=wgpu cargo run --features wgpu --example vector_add`; the
 //! kernel then runs its WGSL handlers below, with its statistics kept in device memory, and
-//! prints the same results.
+//! prints the same results. `RINGKERNEL_BACKEND=cuda cargo run --features cuda --example
+//! vector_add` runs the CUDA C handlers as a persistent kernel on an NVIDIA GPU (or, with
+//! `RINGKERNEL_CUDA_EMULATE=1`, on the host emulation).
 
 use ringkernel::prelude::*;
 
@@ -70,6 +72,36 @@ fn on_StatsRequest(m: StatsRequest) {
 }
 "#;
 
+/// The same kernel for the CUDA backend: CUDA C handlers against the generated declarations.
+#[cfg(feature = "cuda")]
+const ADDER_CUDA: &str = r#"
+RK_DEVICE uint32_t on_AddRequest(rk_ctx* ctx, Adder* s, const AddRequest* m) {
+    if (m->a.len != m->b.len) return rk_error(ctx, 1u);
+    if (m->a.len * 4u > ctx->scratch_bytes) return rk_error(ctx, RK_ERR_TOO_LARGE);
+    float* out = (float*)ctx->scratch;
+    float total = 0.0f;
+    for (uint32_t i = 0; i < m->a.len; i++) {
+        out[i] = rk_slice_f32(m->a, i) + rk_slice_f32(m->b, i);
+        total += out[i];
+    }
+    s->requests_served += 1u;
+    s->elements_added += m->a.len;
+    s->running_total += total;
+    AddResponse r;
+    r.sum.ptr = (const uint32_t*)out;
+    r.sum.len = m->a.len;
+    return rk_reply_AddResponse(ctx, &r);
+}
+RK_DEVICE uint32_t on_StatsRequest(rk_ctx* ctx, Adder* s, const StatsRequest* m) {
+    (void)m;
+    Stats r;
+    r.requests_served = s->requests_served;
+    r.elements_added = s->elements_added;
+    r.running_total = s->running_total;
+    return rk_reply_Stats(ctx, &r);
+}
+"#;
+
 #[ring_kernel(name = "vector_add")]
 fn add(state: &mut Adder, req: AddRequest) -> Result<AddResponse, String> {
     if req.a.len() != req.b.len() {
@@ -95,18 +127,34 @@ fn stats(state: &mut Adder, _req: StatsRequest) -> Stats {
 async fn main() -> Result<()> {
     let runtime = RingKernel::builder().backend(Backend::from_env()?).build().await?;
     println!("Backend: {:?}", runtime.backend());
-    // The WGSL program joins the `#[ring_kernel]` handlers in one definition; the backend picks.
+    // The GPU programs join the `#[ring_kernel]` handlers in one definition; the backend picks.
+    #[allow(unused_mut)]
+    let mut gpu = ringkernel::runtime::KernelDef::new::<Adder>("vector_add");
     #[cfg(feature = "wgpu")]
-    runtime.register(
-        ringkernel::runtime::KernelDef::new::<Adder>("vector_add").gpu(
+    {
+        gpu = gpu.gpu(
             ringkernel::wgpu::WgslProgram::new::<Adder>(ADDER_WGSL)
                 .handles::<AddRequest>()
                 .handles::<StatsRequest>()
                 .sends::<AddResponse>()
                 .sends::<Stats>()
                 .error_text(1, "length mismatch between a and b"),
-        ),
-    )?;
+        );
+    }
+    #[cfg(feature = "cuda")]
+    {
+        gpu = gpu.gpu(
+            ringkernel::cuda::CudaProgram::new::<Adder>(ADDER_CUDA)
+                .handles::<AddRequest>()
+                .handles::<StatsRequest>()
+                .sends::<AddResponse>()
+                .sends::<Stats>()
+                .error_text(1, "length mismatch between a and b"),
+        );
+    }
+    if !gpu.gpu_backends().is_empty() {
+        runtime.register(gpu)?;
+    }
     // 256 floats per vector need about 2 KiB per message; give slots room.
     let kernel = runtime.launch("vector_add", LaunchOptions::default().with_max_message_bytes(8192)).await?;
 

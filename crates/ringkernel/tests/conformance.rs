@@ -229,8 +229,12 @@ async fn runtime_named(backend: Setup, defs: Vec<KernelDef>, threads: &str) -> O
     match b.build().await {
         Ok(rt) => Some(rt),
         Err(e) => {
-            let var = format!("RINGKERNEL_REQUIRE_{}", backend.name().to_uppercase());
-            if std::env::var(&var).as_deref() == Ok("1") || setup.emulate {
+            let var = if setup.emulate {
+                "RINGKERNEL_REQUIRE_CUDA_EMULATION".to_string()
+            } else {
+                format!("RINGKERNEL_REQUIRE_{}", backend.name().to_uppercase())
+            };
+            if std::env::var(&var).as_deref() == Ok("1") {
                 panic!("{var}=1 but backend {} is unavailable: {e}", backend.name());
             }
             eprintln!("SKIP: backend {} unavailable: {e}", backend.name());

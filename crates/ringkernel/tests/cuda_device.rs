@@ -1,6 +1,6 @@
-//! CUDA-specific checks, run on the host emulation (always: the same generated kernels as C on
-//! host threads) and on a GPU when there is one (skipped without, or failed under
-//! `RINGKERNEL_REQUIRE_CUDA=1`): every field kind of the GPU word layout round-trips through the
+//! CUDA-specific checks, run on the host emulation (the same generated kernels as C on host
+//! threads; needs a C compiler, required in CI by `RINGKERNEL_REQUIRE_CUDA_EMULATION=1`) and on a
+//! GPU when there is one (skipped without, or failed under `RINGKERNEL_REQUIRE_CUDA=1`): every field kind of the GPU word layout round-trips through the
 //! generated C readers and writers, K2K between CUDA kernels stays on the device, CUDA and CPU
 //! kernels message each other, persistent state is readable as a snapshot, and bad CUDA C,
 //! handler errors and the kernel limit are typed errors while other kernels keep serving.
@@ -60,7 +60,12 @@ where
                 eprintln!("running on {}", rt.adapter().unwrap());
                 f(rt).await
             }
-            Err(e) if emulate => panic!("the CUDA host emulation must always start: {e}"),
+            Err(e) if emulate => {
+                if std::env::var("RINGKERNEL_REQUIRE_CUDA_EMULATION").as_deref() == Ok("1") {
+                    panic!("RINGKERNEL_REQUIRE_CUDA_EMULATION=1 but the host emulation cannot start: {e}");
+                }
+                eprintln!("SKIP (emulated part): {e}");
+            }
             Err(e) => {
                 if std::env::var("RINGKERNEL_REQUIRE_CUDA").as_deref() == Ok("1") {
                     panic!("RINGKERNEL_REQUIRE_CUDA=1 but the CUDA backend is unavailable: {e}");

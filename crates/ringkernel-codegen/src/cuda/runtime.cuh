@@ -82,11 +82,11 @@ RK_DEVICE uint64_t rk_now_us(void) {
 // Idle back-off of a host thread standing in for a GPU thread: yield at first, then sleep up to
 // 1 ms, so dozens of idle emulated kernels do not occupy the CPU.
 RK_DEVICE void rk_pause(uint32_t idle) {
-    if (idle < 64u) {
+    if (idle < 1024u) {
         sched_yield();
         return;
     }
-    uint32_t us = idle - 64u;
+    uint32_t us = idle - 1024u;
     struct timespec ts = {0, (long)(us < 100u ? us * 10000u : 1000000u)};
     nanosleep(&ts, 0);
 }
