@@ -295,6 +295,10 @@ RK_DEVICE void rk_out_begin(rk_ctx* ctx, int32_t route, rk_out* o) {
     o->target = 0u;
     if (route >= 0) {
         rk_route_entry* r = &((rk_route_entry*)ctx->p->routes)[route];
+        // Pairs with the host's fence between unlinking a route and reading `epoch`: either the
+        // host saw this iteration's epoch (and waits for the next one), or this load sees the
+        // unlink (store-buffering, both sides fenced).
+        rk_fence_system();
         for (uint32_t tries = 0u;; tries++) {
             uint64_t inbox = rk_load_u64_acquire(&r->inbox);
             if (inbox == 0u) break;
@@ -414,15 +418,20 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
     ctx.scratch_bytes = p->scratch_bytes;
     STATE st;
     rk_load_state(p, &st);
-    uint32_t idle = 0u, epoch = 0u, was_failed = 0u;
+    uint32_t idle = 0u, epoch = 0u, was_failed = 0u, last_look = 0u;
     for (;;) {
-        rk_store_relaxed(&p->epoch, ++epoch);
+        // Release: a send made in the previous iteration happens-before the host's acquire of
+        // the new epoch (the unlink protocol, see ringkernel-cuda's backend docs).
+        rk_store_release(&p->epoch, ++epoch);
         uint32_t terminating = rk_load_acquire(&cb->terminate_requested);
         if (rk_load_acquire(&p->status) != 0u) {
             // Failed: take no input until the host restarts the kernel (status back to 0, after it
             // rewrote the state: the acquire load above pairs with that release) or ends it.
             was_failed = 1u;
-            if (terminating && rk_load_acquire(&p->exit_allowed)) break;
+            if (terminating && rk_load_acquire(&p->exit_allowed)) {
+                if (last_look) break;
+                last_look = 1u;
+            }
             rk_pause(idle++);
             continue;
         }
@@ -443,10 +452,17 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
             slot = rk_ring_pop_single(&inbox, &pos, &len);
         }
         if (!slot) {
-            if (terminating && rk_load_acquire(&p->exit_allowed)) break;
+            if (terminating && rk_load_acquire(&p->exit_allowed)) {
+                // One more look at both queues after the acquire: a message sent before the
+                // host allowed the exit is visible now, and is handled before the kernel ends.
+                if (last_look) break;
+                last_look = 1u;
+                continue;
+            }
             rk_pause(idle++);
             continue;
         }
+        last_look = 0u;
         if (!terminating && !rk_load_acquire(&cb->active)) {
             // Deactivated between the check above and the pop: put the message back (this
             // kernel is the queue's only consumer, so undoing the head store is enough). The

@@ -787,7 +787,9 @@ impl Agent {
                     let o = &self.ks[j];
                     o.exited
                         || o.gone
-                        || o.a32(offset_of!(KernelParams, epoch)).load(Ordering::Relaxed).wrapping_sub(e) >= 2
+                        // Acquire: pairs with the kernel's release of `epoch`: its sends of earlier
+                        // iterations happen-before the exit_allowed release below.
+                        || o.a32(offset_of!(KernelParams, epoch)).load(Ordering::Acquire).wrapping_sub(e) >= 2
                 });
                 if moved {
                     let k = &mut self.ks[i];
@@ -852,7 +854,7 @@ impl Agent {
                     .filter(|&j| j != i && !self.ks[j].exited && !self.ks[j].gone)
                     .map(|j| {
                         let o = &self.ks[j];
-                        (o.id, o.a32(offset_of!(KernelParams, epoch)).load(Ordering::Relaxed))
+                        (o.id, o.a32(offset_of!(KernelParams, epoch)).load(Ordering::Acquire))
                     })
                     .collect();
                 self.ks[i].unlink = Unlink::Waiting(epochs);

@@ -53,8 +53,11 @@ RK_DEVICE uint64_t rk_now_us(void) {
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
     return ns / 1000;
 }
+// Idle back-off of a persistent kernel. Each poll of a queue in mapped memory is itself a PCIe
+// read (about a microsecond), so short sleeps cost little latency; after a few thousand empty
+// polls (milliseconds) the kernel sleeps 2 µs between polls to keep the bus quiet.
 RK_DEVICE void rk_pause(uint32_t idle) {
-    __nanosleep(idle < 8 ? 64u : 1024u);
+    __nanosleep(idle < 4096u ? 128u : 2048u);
 }
 #else
 // Host shim: the same protocol with GCC/Clang atomics, one host thread per kernel.
@@ -82,11 +85,11 @@ RK_DEVICE uint64_t rk_now_us(void) {
 // Idle back-off of a host thread standing in for a GPU thread: yield at first, then sleep up to
 // 1 ms, so dozens of idle emulated kernels do not occupy the CPU.
 RK_DEVICE void rk_pause(uint32_t idle) {
-    if (idle < 1024u) {
+    if (idle < 64u) {
         sched_yield();
         return;
     }
-    uint32_t us = idle - 1024u;
+    uint32_t us = idle - 64u;
     struct timespec ts = {0, (long)(us < 100u ? us * 10000u : 1000000u)};
     nanosleep(&ts, 0);
 }
