@@ -47,7 +47,7 @@ use ringkernel_core::{Error, Result};
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -131,6 +131,9 @@ struct Shared {
     all_done: Arc<AtomicBool>,
     /// K2K messages kernels of this device sent through the host (target not linked).
     via_host: AtomicU64,
+    /// Held (read) while a doorbell writes into a kernel's mapped control block, (write) while
+    /// shutdown frees that memory.
+    mem_lock: RwLock<()>,
 }
 
 impl Shared {
@@ -158,9 +161,10 @@ impl Doorbell for Bell {
     fn ring(&self) {
         let Some(s) = self.shared.upgrade() else { return };
         if let Some(cell) = self.cell.upgrade() {
+            let _mem = s.mem_lock.read().unwrap_or_else(|e| e.into_inner());
             if !s.all_done.load(Ordering::Acquire) {
-                // SAFETY: the device control block lives in mapped memory freed only after
-                // `all_done`, checked just above while `s` keeps the backend alive.
+                // SAFETY: the device control block lives in mapped memory freed only by `stop`,
+                // under the write lock, which also sets `all_done` (checked under the read lock).
                 let cb = unsafe { &*(self.device_cb as *const ControlBlock) };
                 mirror_lifecycle(&cell.control, cb);
             }
@@ -313,6 +317,7 @@ impl CudaBackend {
             fault: Mutex::new(None),
             all_done: Arc::new(AtomicBool::new(false)),
             via_host: AtomicU64::new(0),
+            mem_lock: RwLock::new(()),
         });
         let weak = Arc::downgrade(&shared);
         let handle = std::thread::Builder::new()
@@ -1074,6 +1079,8 @@ impl Agent {
             );
             return;
         }
+        let _mem = sh.mem_lock.write().unwrap_or_else(|e| e.into_inner());
+        sh.states.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
         for k in self.ks.drain(..) {
             r.mapped.push(k.block);
