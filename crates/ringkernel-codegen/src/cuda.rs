@@ -56,8 +56,8 @@ pub const ROUTE_BASE: u32 = 0xFFFF_FF00;
 ///   `rk_fail`; the kernel stops taking input until the host stores `status = 0` (restart, after
 ///   rewriting the state) or asks it to terminate.
 /// * `h2d_done`, `inbox_done` (kernel → host, atomic adds): messages handled from each queue.
-/// * `state_seq` (kernel → host): odd while the kernel writes the state back, so a host
-///   snapshot can retry a torn copy.
+/// * `state_seq` (kernel → host): odd while a handler runs (handlers work on the state in device
+///   memory in place), so a host snapshot can retry a torn copy.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KernelParams {
@@ -189,10 +189,9 @@ pub fn emit_cuda_kernel(spec: &CudaKernelSpec<'_>) -> Result<String, WgslGenErro
         err::TOO_MANY_SENDS
     );
     out.push_str(crate::CUDA_RUNTIME);
-    let mut types = vec![spec.state];
-    types.extend_from_slice(spec.messages);
     out.push_str("\n// ---- message and state types (generated from the Rust GpuType descriptions) ----\n");
-    out.push_str(&crate::cuda_types::emit_c_types(&types));
+    out.push_str(&crate::cuda_types::emit_c_types(spec.messages));
+    out.push_str(&crate::cuda_types::emit_c_state_type(&spec.state));
     out.push_str(CONTEXT);
     for m in spec.messages {
         let n = m.name;
@@ -361,18 +360,6 @@ RK_DEVICE void rk_error_reply(rk_ctx* ctx, uint32_t code) {
 
 const PERSISTENT_LOOP: &str = r#"
 // ---- persistent loop ----
-RK_DEVICE void rk_load_state(rk_kernel_params* p, STATE* st) {
-    rk_read_STATE((const uint32_t*)p->state, p->state_words, st);
-}
-
-RK_DEVICE void rk_save_state(rk_kernel_params* p, const STATE* st) {
-    uint32_t seq = p->state_seq;
-    rk_store_release(&p->state_seq, seq + 1u);
-    rk_write_STATE((uint32_t*)p->state, p->state_words, st);
-    rk_fence_system();
-    rk_store_release(&p->state_seq, seq + 2u);
-}
-
 RK_DEVICE void rk_process(rk_ctx* ctx, STATE* st, uint8_t* slot, uint32_t len) {
     const rk_envelope_header* msg = (const rk_envelope_header*)slot;
     ctx->replied = 0u;
@@ -386,9 +373,16 @@ RK_DEVICE void rk_process(rk_ctx* ctx, STATE* st, uint8_t* slot, uint32_t len) {
     }
     ctx->msg = msg;
     ctx->clock = rk_hlc_merge(ctx->clock, msg->hlc);
+    // The handler works on the state in device memory, in place, bracketed by `state_seq` (odd
+    // while it may write) so that a host snapshot can tell a torn copy.
+    rk_kernel_params* p = ctx->p;
+    uint32_t seq = p->state_seq;
+    rk_store_relaxed(&p->state_seq, seq + 1u);
+    rk_fence_system();
     uint32_t code = rk_dispatch(ctx, st, msg, slot + RK_HDR);
+    // Release: the handler's state writes are visible before the even value.
+    rk_store_release(&p->state_seq, seq + 2u);
     if (ctx->failed) {
-        rk_kernel_params* p = ctx->p;
         rk_store_relaxed(&p->fail_code, ctx->fail_code);
         rk_store_u64_relaxed(&p->fail_corr, msg->correlation_id);
         rk_store_relaxed(&p->fail_source, msg->source);
@@ -399,7 +393,6 @@ RK_DEVICE void rk_process(rk_ctx* ctx, STATE* st, uint8_t* slot, uint32_t len) {
     if (code == 0u) code = ctx->error;
     if (code == 0u && msg->correlation_id != 0u && !ctx->replied) code = RK_ERR_NO_REPLY;
     if (code != 0u) rk_error_reply(ctx, code);
-    rk_save_state(ctx->p, st);
 }
 
 RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
@@ -416,9 +409,8 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
     ctx.sent = 0u;
     ctx.scratch = (uint8_t*)p->scratch;
     ctx.scratch_bytes = p->scratch_bytes;
-    STATE st;
-    rk_load_state(p, &st);
-    uint32_t idle = 0u, epoch = 0u, was_failed = 0u, last_look = 0u;
+    STATE* st = (STATE*)p->state;
+    uint32_t idle = 0u, epoch = 0u, last_look = 0u;
     for (;;) {
         // Release: a send made in the previous iteration happens-before the host's acquire of
         // the new epoch (the unlink protocol, see ringkernel-cuda's backend docs).
@@ -427,17 +419,12 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
         if (rk_load_acquire(&p->status) != 0u) {
             // Failed: take no input until the host restarts the kernel (status back to 0, after it
             // rewrote the state: the acquire load above pairs with that release) or ends it.
-            was_failed = 1u;
             if (terminating && rk_load_acquire(&p->exit_allowed)) {
                 if (last_look) break;
                 last_look = 1u;
             }
             rk_pause(idle++);
             continue;
-        }
-        if (was_failed) {
-            was_failed = 0u;
-            rk_load_state(p, &st);
         }
         if (!terminating && !rk_load_acquire(&cb->active)) {
             rk_pause(idle++);
@@ -472,7 +459,7 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
             continue;
         }
         idle = 0u;
-        if (len != RK_VOID_LEN) rk_process(&ctx, &st, slot, len);
+        if (len != RK_VOID_LEN) rk_process(&ctx, st, slot, len);
         rk_ring_release_single(src, pos);
         if (len != RK_VOID_LEN) {
             // Single writer (this kernel): a plain increment, no read-modify-write over PCIe.

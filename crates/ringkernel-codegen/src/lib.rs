@@ -161,4 +161,5 @@ mod tests {
 
 pub mod cuda;
 pub mod cuda_types;
+pub mod program;
 pub mod wgsl;

@@ -102,22 +102,9 @@ pub mod ctrl {
     pub const BLOCKED: u32 = 23;
 }
 
-/// Error codes the generated wrapper reports (user codes passed to `rk_error`/`rk_fail` must be
-/// below [`ERR_RESERVED`]).
-pub mod err {
-    /// Codes from here up are the runtime's.
-    pub const ERR_RESERVED: u32 = 0xFFFF_FF00;
-    /// A request's handler returned without replying.
-    pub const NO_REPLY: u32 = 0xFFFF_FFF0;
-    /// No WGSL handler for the message's type.
-    pub const UNKNOWN_TYPE: u32 = 0xFFFF_FFF1;
-    /// The payload's slices lie outside the payload.
-    pub const MALFORMED: u32 = 0xFFFF_FFF2;
-    /// An output did not fit its slot.
-    pub const TOO_LARGE: u32 = 0xFFFF_FFF3;
-    /// A handler sent more messages than the program's `max_sends` allows.
-    pub const TOO_MANY_SENDS: u32 = 0xFFFF_FFF4;
-}
+/// Error codes the generated code reports (defined in `ringkernel_core::gpu::err`, shared by
+/// every GPU backend).
+pub use ringkernel_core::gpu::err;
 
 /// A GPU-visible type: name, fields and, for messages, the type id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

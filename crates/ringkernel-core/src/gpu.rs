@@ -341,6 +341,24 @@ impl<S: GpuScalarType> GpuFieldType for Vec<S> {
     }
 }
 
+/// Error codes GPU kernels report in error replies and failure records (a handler's own codes,
+/// passed to `rk_error`/`rk_fail`, must be below [`err::ERR_RESERVED`]).
+pub mod err {
+    /// Codes from here up are the runtime's.
+    pub const ERR_RESERVED: u32 = 0xFFFF_FF00;
+    /// A request's handler returned without replying.
+    pub const NO_REPLY: u32 = 0xFFFF_FFF0;
+    /// No handler for the message's type.
+    pub const UNKNOWN_TYPE: u32 = 0xFFFF_FFF1;
+    /// Not a valid envelope, or the payload's slices lie outside the payload.
+    pub const MALFORMED: u32 = 0xFFFF_FFF2;
+    /// An output did not fit its slot.
+    pub const TOO_LARGE: u32 = 0xFFFF_FFF3;
+    /// WGSL: a handler sent more messages than the program's `max_sends` allows; CUDA: a send
+    /// named a route the program does not declare.
+    pub const TOO_MANY_SENDS: u32 = 0xFFFF_FFF4;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

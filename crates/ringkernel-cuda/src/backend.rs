@@ -33,15 +33,13 @@ use crate::device::{Device, LaunchId, Mapped};
 use crate::program::CudaProgram;
 use core::mem::offset_of;
 use ringkernel_codegen::cuda::{KernelParams, RouteEntry, MAX_ROUTES, ROUTE_BASE};
-use ringkernel_codegen::wgsl::err;
 use ringkernel_core::control_block::{ControlBlock, ErrorCode};
 use ringkernel_core::message::{
-    decode_header, EnvelopeHeader, KernelId, ENVELOPE_FIELDS, ENVELOPE_HEADER_SIZE, FLAG_ERROR_REPLY,
+    decode_header, KernelId, ENVELOPE_FIELDS, ENVELOPE_HEADER_SIZE, FLAG_ERROR_REPLY,
 };
 use ringkernel_core::queue::{RawSlotRing, RingMemory, SlotRing};
 use ringkernel_core::runtime::{
-    Directory, Doorbell, ExecLocal, KernelCell, KernelDef, KernelState, LaunchOptions, RawMessage,
-    RestartPolicy,
+    device_host, Directory, Doorbell, ExecLocal, KernelCell, KernelDef, KernelState, LaunchOptions,
 };
 use ringkernel_core::{Error, Result};
 use std::collections::HashMap;
@@ -563,8 +561,8 @@ impl CudaBackend {
     }
 
     /// A copy of a running kernel's state words, as its last handled message left them (the
-    /// kernel writes them back after each message; a copy torn by a concurrent write-back is
-    /// retried).
+    /// kernel's handlers update them in place between odd and even values of `state_seq`; a copy
+    /// torn by a concurrent handler is retried).
     pub fn state_words(&self, kernel: KernelId) -> Result<Vec<u32>> {
         let states = self.shared.states.lock().unwrap_or_else(|e| e.into_inner());
         let info = *states.get(&kernel.0).ok_or_else(|| Error::Gpu {
@@ -575,8 +573,19 @@ impl CudaBackend {
         // SAFETY: the parameter block lives until shutdown; `state_seq` is accessed atomically.
         let seq = unsafe { AtomicU32::from_ptr(core::ptr::addr_of_mut!((*info.params).state_seq)) };
         let mut bytes = vec![0u8; info.words * 4];
+        let deadline = Instant::now() + Duration::from_millis(200);
         loop {
-            // Acquire: pairs with the kernel's release of an even `state_seq` after a write-back.
+            if Instant::now() > deadline {
+                return Err(Error::Gpu {
+                    backend: "cuda",
+                    kernel: format!("#{}", kernel.0),
+                    detail:
+                        "no consistent state copy within 200 ms: a handler is still running (for example \
+                             one waiting for room in a full K2K target)"
+                            .into(),
+                });
+            }
+            // Acquire: pairs with the kernel's release of an even `state_seq` after a handler.
             let before = seq.load(Ordering::Acquire);
             if before % 2 == 0 {
                 self.shared.dev.read_device(info.state_dev, &mut bytes).map_err(|detail| Error::Gpu {
@@ -776,7 +785,7 @@ impl Agent {
         }
         // 5. A failed kernel takes no input: hand its queued messages back.
         if k.failed && !cell.input.is_empty() {
-            Self::drain_input(k, &cell);
+            device_host::drain_input(&mut k.local, &cell);
             work = true;
         }
         // 6. Termination: unlink, let it exit, collect what is left.
@@ -872,32 +881,18 @@ impl Agent {
         let corr = k.a64(offset_of!(KernelParams, fail_corr)).load(Ordering::Relaxed);
         let source = k.a32(offset_of!(KernelParams, fail_source)).load(Ordering::Relaxed);
         let text = format!("CUDA handler failed: {}", k.program().describe_error(code));
-        cell.record_error(ErrorCode::HandlerPanic, text.clone());
-        let restart = match cell.options().restart {
-            RestartPolicy::Never => false,
-            RestartPolicy::Restart { max_restarts } => cell.control.restarts() < max_restarts,
-        };
-        let request = EnvelopeHeader { correlation_id: corr, source, ..EnvelopeHeader::default() };
         // The failed message was consumed (counted by the kernel in h2d_done/inbox_done).
-        if restart {
-            cell.control.record_restart();
+        if device_host::handler_failed(&mut k.local, cell, &text, corr, source) {
             let bytes: Vec<u8> = k.program().init_state().iter().flat_map(|w| w.to_le_bytes()).collect();
             if !bytes.is_empty() {
                 if let Err(e) = sh.dev.write_device(k.state_dev, &bytes) {
                     tracing::error!(kernel = cell.name(), "cannot reset the state: {e}");
                 }
             }
-            // Release: the fresh state is written before the kernel sees status 0 and reloads it.
+            // Release: the fresh state is written before the kernel sees status 0 and goes on.
             k.a32(offset_of!(KernelParams, status)).store(0, Ordering::Release);
-            tracing::warn!(kernel = cell.name(), "{text}; restarted with fresh state");
-            k.local.fail_request(cell, &request, &text, false);
         } else {
-            tracing::error!(kernel = cell.name(), "{text}; kernel failed");
             k.failed = true;
-            let _ = cell.transition(KernelState::Failed);
-            k.local.fail_request(cell, &request, &text, true);
-            cell.lifecycle_waiters.notify();
-            cell.output_waiters.notify();
         }
     }
 
@@ -914,20 +909,8 @@ impl Agent {
         };
         let bytes = &bytes[..ENVELOPE_HEADER_SIZE + payload.len()];
         if header.flags & FLAG_ERROR_REPLY != 0 {
-            let code = payload.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4")));
-            let text = format!("handler error: {}", k.program().describe_error(code));
-            let ec = match code {
-                err::UNKNOWN_TYPE => ErrorCode::UnknownMessageType,
-                err::MALFORMED => ErrorCode::Decode,
-                _ => ErrorCode::HandlerError,
-            };
-            cell.record_error(ec, text.clone());
-            let request = EnvelopeHeader {
-                correlation_id: header.correlation_id,
-                source: header.destination,
-                ..header
-            };
-            k.local.fail_request(cell, &request, &text, false);
+            let program = k.def.gpu_program::<CudaProgram>("cuda").expect("checked at attach");
+            device_host::error_reply(&mut k.local, cell, &header, payload, |c| program.describe_error(c));
             return;
         }
         if header.destination == KernelId::HOST.0 {
@@ -951,52 +934,12 @@ impl Agent {
             (dir.as_ref().and_then(|d| d.by_id(KernelId(header.destination))), None)
         };
         let bytes = patched.as_deref().unwrap_or(bytes);
-        match target {
-            Some(t) if t.state().accepts_messages() => k.local.deliver(cell, Some(t), bytes),
-            _ => {
-                cell.record_error(
-                    ErrorCode::QueueFull,
-                    format!("K2K target of {} is not running; message kept", cell.name()),
-                );
-                if let Ok(raw) = RawMessage::from_bytes(bytes) {
-                    cell.return_message(raw);
-                }
-            }
-        }
-    }
-
-    /// A message the kernel will never handle: a waiting `call` fails, a one-way message is
-    /// handed back in the terminate report.
-    fn return_or_fail(k: &mut Kern, cell: &KernelCell, bytes: &[u8], from_host: bool) {
-        let Ok((h, payload)) = decode_header(bytes) else { return };
-        let bytes = &bytes[..ENVELOPE_HEADER_SIZE + payload.len()];
-        if from_host {
-            cell.control.add_in_flight(-1);
-        }
-        if h.correlation_id != 0 && h.source == 0 {
-            let text = format!(
-                "kernel {:?} failed before handling this request: {}",
-                cell.name(),
-                cell.last_error().unwrap_or_default()
-            );
-            k.local.fail_request(cell, &h, &text, true);
-        } else if let Ok(raw) = RawMessage::from_bytes(bytes) {
-            cell.return_message(raw);
-        }
-    }
-
-    fn drain_input(k: &mut Kern, cell: &KernelCell) {
-        let mut taken: Vec<Vec<u8>> = Vec::new();
-        while cell.input.pop_batch_with(64, |b| taken.push(b.to_vec())) > 0 {}
-        for b in taken {
-            Self::return_or_fail(k, cell, &b, true);
-        }
-        cell.input_waiters.notify();
+        device_host::deliver_or_keep(&mut k.local, cell, target, bytes);
     }
 
     /// The kernel has returned: collect what is left in its queues, end its lifecycle.
     fn finish(sh: &Shared, k: &mut Kern, cell: &KernelCell) {
-        Self::drain_input(k, cell);
+        device_host::drain_input(&mut k.local, cell);
         let mut copy = vec![0u8; k.inbox.1 + 128];
         let start = copy.as_ptr().align_offset(128);
         match sh.dev.read_device(k.inbox.0, &mut copy[start..start + k.inbox.1]) {
@@ -1008,7 +951,7 @@ impl Agent {
                 let mut taken: Vec<Vec<u8>> = Vec::new();
                 while ring.pop_batch_with(64, |b| taken.push(b.to_vec())) > 0 {}
                 for b in taken {
-                    Self::return_or_fail(k, cell, &b, false);
+                    device_host::return_or_fail(&mut k.local, cell, &b, false);
                 }
             }
             Err(e) => tracing::error!(kernel = cell.name(), "cannot read the inbox back: {e}"),
@@ -1031,22 +974,10 @@ impl Agent {
             let Some(cell) = k.cell.upgrade() else { continue };
             k.failed = true;
             k.exited = true;
-            let text = format!("the CUDA device failed: {reason}");
-            cell.record_error(ErrorCode::HandlerPanic, text.clone());
-            if cell.transition(KernelState::Failed).is_err()
-                && !matches!(cell.state(), KernelState::Terminated | KernelState::Failed)
-            {
-                cell.control.set_state_code(KernelState::Failed.code());
-            }
-            for corr in cell.replies.waiting() {
-                let h = EnvelopeHeader { correlation_id: corr, ..EnvelopeHeader::default() };
-                k.local.fail_request(&cell, &h, &text, true);
-            }
+            device_host::device_failed(&mut k.local, &cell, &format!("the CUDA device failed: {reason}"));
             if cell.control.terminate_requested() {
                 cell.control.mark_terminated();
             }
-            cell.lifecycle_waiters.notify();
-            cell.output_waiters.notify();
         }
     }
 

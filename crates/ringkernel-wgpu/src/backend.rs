@@ -28,12 +28,12 @@
 use crate::device::{self, Opened};
 use crate::program::WgslProgram;
 use ringkernel_codegen::wgsl::{
-    ctrl, err, CTRL_WORDS, DESC_SIZE, DESC_STRIDE, GLOBAL_WORDS, MAX_ROUTES, ROUTE_VIA_HOST,
+    ctrl, CTRL_WORDS, DESC_SIZE, DESC_STRIDE, GLOBAL_WORDS, MAX_ROUTES, ROUTE_VIA_HOST,
 };
 use ringkernel_core::control_block::ErrorCode;
 use ringkernel_core::message::{decode_header, EnvelopeHeader, KernelId, FLAG_ERROR_REPLY};
 use ringkernel_core::runtime::{
-    Directory, Doorbell, ExecLocal, KernelCell, KernelDef, KernelState, RawMessage, RestartPolicy,
+    device_host, Directory, Doorbell, ExecLocal, KernelCell, KernelDef, KernelState,
 };
 use ringkernel_core::{Error, Result};
 use std::collections::HashMap;
@@ -1014,20 +1014,8 @@ impl Dispatcher {
         };
         let bytes = &slot[..ringkernel_core::message::ENVELOPE_HEADER_SIZE + payload.len()];
         if header.flags & FLAG_ERROR_REPLY != 0 {
-            let code = payload.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4")));
-            let text = format!("handler error: {}", k.program().describe_error(code));
-            let ec = match code {
-                err::UNKNOWN_TYPE => ErrorCode::UnknownMessageType,
-                err::MALFORMED => ErrorCode::Decode,
-                _ => ErrorCode::HandlerError,
-            };
-            cell.record_error(ec, text.clone());
-            let request = EnvelopeHeader {
-                correlation_id: header.correlation_id,
-                source: header.destination,
-                ..header
-            };
-            k.local.fail_request(&cell, &request, &text, false);
+            let program = k.def.gpu_program::<WgslProgram>("wgpu").expect("checked at attach");
+            device_host::error_reply(&mut k.local, &cell, &header, payload, |c| program.describe_error(c));
             return;
         }
         if header.destination == KernelId::HOST.0 {
@@ -1035,74 +1023,28 @@ impl Dispatcher {
             return;
         }
         let target = k.dir.upgrade().and_then(|d| d.by_id(KernelId(header.destination)));
-        match target {
-            Some(t) if t.state().accepts_messages() => k.local.deliver(&cell, Some(t), bytes),
-            _ => {
-                cell.record_error(
-                    ErrorCode::QueueFull,
-                    format!(
-                        "K2K target {} of {} is not running; message kept",
-                        header.destination,
-                        cell.name()
-                    ),
-                );
-                if let Ok(raw) = RawMessage::from_bytes(bytes) {
-                    cell.return_message(raw);
-                }
-            }
-        }
+        device_host::deliver_or_keep(&mut k.local, &cell, target, bytes);
     }
 
     fn return_or_fail_bytes(k: &mut GpuKernel, bytes: &[u8]) {
         let Some(cell) = k.cell.upgrade() else { return };
-        let Ok((h, payload)) = decode_header(bytes) else { return };
-        let bytes = &bytes[..ringkernel_core::message::ENVELOPE_HEADER_SIZE + payload.len()];
-        cell.control.add_in_flight(-1);
-        if h.correlation_id != 0 && h.source == 0 {
-            let text = format!(
-                "kernel {:?} failed before handling this request: {}",
-                cell.name(),
-                cell.last_error().unwrap_or_default()
-            );
-            k.local.fail_request(&cell, &h, &text, true);
-        } else if let Ok(raw) = RawMessage::from_bytes(bytes) {
-            cell.return_message(raw);
-        }
+        device_host::return_or_fail(&mut k.local, &cell, bytes, true);
     }
 
     fn drain_host_failed(k: &mut GpuKernel, cell: &KernelCell) {
-        let mut taken: Vec<Vec<u8>> = Vec::new();
-        while cell.input.pop_batch_with(64, |b| taken.push(b.to_vec())) > 0 {}
-        for b in taken {
-            Self::return_or_fail_bytes(k, &b);
-        }
-        cell.input_waiters.notify();
+        device_host::drain_input(&mut k.local, cell);
     }
 
     fn on_fail(shared: &Shared, k: &mut GpuKernel, cell: &KernelCell, (code, corr, source): (u32, u64, u32)) {
         let text = format!("WGSL handler failed: {}", k.program().describe_error(code));
-        cell.record_error(ErrorCode::HandlerPanic, text.clone());
-        let restart = match cell.options().restart {
-            RestartPolicy::Never => false,
-            RestartPolicy::Restart { max_restarts } => cell.control.restarts() < max_restarts,
-        };
-        let request = EnvelopeHeader { correlation_id: corr, source, ..EnvelopeHeader::default() };
-        if restart {
-            cell.control.record_restart();
+        if device_host::handler_failed(&mut k.local, cell, &text, corr, source) {
             let init = k.program().init_state().to_vec();
             if !init.is_empty() {
                 shared.queue.write_buffer(&shared.mem, u64::from(k.state_off) * 4, &words_to_bytes(&init));
             }
             write_ctrl(shared, k.ctrl(), ctrl::STATUS, 0);
-            tracing::warn!(kernel = cell.name(), "{text}; restarted with fresh state");
-            k.local.fail_request(cell, &request, &text, false);
         } else {
-            tracing::error!(kernel = cell.name(), "{text}; kernel failed");
             k.failed = true;
-            let _ = cell.transition(KernelState::Failed);
-            k.local.fail_request(cell, &request, &text, true);
-            cell.lifecycle_waiters.notify();
-            cell.output_waiters.notify();
         }
     }
 
@@ -1113,21 +1055,7 @@ impl Dispatcher {
             }
             let Some(cell) = k.cell.upgrade() else { continue };
             k.failed = true;
-            let text = format!("the wgpu device failed: {reason}");
-            cell.record_error(ErrorCode::HandlerPanic, text.clone());
-            // Device loss happens outside the lifecycle table (an inactive kernel fails too): the
-            // state is set directly unless the kernel already ended.
-            if cell.transition(KernelState::Failed).is_err()
-                && !matches!(cell.state(), KernelState::Terminated | KernelState::Failed)
-            {
-                cell.control.set_state_code(KernelState::Failed.code());
-            }
-            for corr in cell.replies.waiting() {
-                let h = EnvelopeHeader { correlation_id: corr, ..EnvelopeHeader::default() };
-                k.local.fail_request(&cell, &h, &text, true);
-            }
-            cell.lifecycle_waiters.notify();
-            cell.output_waiters.notify();
+            device_host::device_failed(&mut k.local, &cell, &format!("the wgpu device failed: {reason}"));
         }
     }
 

@@ -9,6 +9,7 @@
 mod cell;
 mod context;
 mod definition;
+pub mod device_host;
 mod exec;
 mod handle;
 mod options;
