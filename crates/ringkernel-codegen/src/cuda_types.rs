@@ -66,14 +66,10 @@ RK_DEVICE int rk_check_slice(const uint32_t* p, uint32_t n, uint32_t fixed, uint
 }
 "#;
 
-/// Emits a kernel's state type as a C struct whose memory *is* the GPU word layout
-/// (`packed, aligned(4)`: `u64` fields at 4-byte offsets, low word first on little-endian
-/// devices), so handlers work on the state in device memory in place and the host reads and
-/// writes it as words. State types have no `Vec` fields (checked by the kernel generator).
-#[must_use]
-pub fn emit_c_state_type(t: &WgslType) -> String {
+/// `typedef struct <attrs>{ fields } T;` and `RK_FIXED_T`.
+fn emit_struct(out: &mut String, t: &WgslType, attrs: &str) {
     let n = t.name;
-    let mut out = String::from("\ntypedef struct __attribute__((packed, aligned(4))) {\n");
+    let _ = writeln!(out, "\ntypedef struct {attrs}{{");
     if t.fields.is_empty() {
         out.push_str("    uint32_t _empty;\n");
     }
@@ -85,6 +81,17 @@ pub fn emit_c_state_type(t: &WgslType) -> String {
         };
     }
     let _ = writeln!(out, "}} {n};\n#define RK_FIXED_{n} {}u", t.fixed_words());
+}
+
+/// Emits a kernel's state type as a C struct whose memory *is* the GPU word layout
+/// (`packed, aligned(4)`: `u64` fields at 4-byte offsets, low word first on little-endian
+/// devices), so handlers work on the state in device memory in place and the host reads and
+/// writes it as words. State types have no `Vec` fields (checked by the kernel generator).
+#[must_use]
+pub fn emit_c_state_type(t: &WgslType) -> String {
+    let n = t.name;
+    let mut out = String::new();
+    emit_struct(&mut out, t, "__attribute__((packed, aligned(4))) ");
     if !t.fields.is_empty() {
         let _ = writeln!(
             out,
@@ -100,18 +107,7 @@ pub fn emit_c_types(types: &[WgslType]) -> String {
     let mut out = String::from(PRELUDE);
     for t in types {
         let n = t.name;
-        out.push_str("\ntypedef struct {\n");
-        if t.fields.is_empty() {
-            out.push_str("    uint32_t _empty;\n");
-        }
-        for f in t.fields {
-            let _ = match f.kind {
-                GpuFieldKind::Scalar(s) => writeln!(out, "    {} {};", c_scalar(s), f.name),
-                GpuFieldKind::Array(s, len) => writeln!(out, "    {} {}[{len}];", c_scalar(s), f.name),
-                GpuFieldKind::Slice(_) => writeln!(out, "    rk_slice {};", f.name),
-            };
-        }
-        let _ = writeln!(out, "}} {n};\n#define RK_FIXED_{n} {}u", t.fixed_words());
+        emit_struct(&mut out, t, "");
         if let Some(id) = t.type_id {
             let _ = writeln!(out, "#define RK_TYPE_{n} {id:#x}ull");
         }

@@ -11,20 +11,9 @@ use ringkernel::wgpu::WgslProgram;
 use ringkernel::GpuType;
 use std::time::Duration;
 
-#[derive(RingMessage, GpuType, Debug, Clone, PartialEq)]
-#[message(gpu, type_id = 0x6001)]
-struct Every {
-    a: u32,
-    b: i32,
-    c: f32,
-    d: u64,
-    e: i64,
-    f: [f32; 3],
-    g: [u64; 2],
-    h: Vec<f32>,
-    i: Vec<u64>,
-    j: Vec<i32>,
-}
+#[path = "common/every.rs"]
+mod every;
+use every::{sample, Every};
 
 #[derive(RingMessage, GpuType, Debug, Clone, Copy, PartialEq)]
 #[message(gpu, type_id = 0x6002)]
@@ -56,22 +45,6 @@ fn echo_def(name: &str, emit: bool) -> KernelDef {
     let body = if emit { "rk_emit_Every(m);" } else { "rk_reply_Every(m);" };
     KernelDef::new::<Empty>(name)
         .gpu(WgslProgram::new::<Empty>(format!("fn on_Every(m: Every) {{ {body} }}")).handles::<Every>())
-}
-
-fn sample(seed: u32) -> Every {
-    let s = seed as u64;
-    Every {
-        a: seed.wrapping_mul(2_654_435_761),
-        b: -(seed as i32) * 7,
-        c: seed as f32 * 0.25 - 3.5,
-        d: u64::MAX - s,
-        e: i64::MIN + s as i64,
-        f: [1.5, -0.0, f32::MAX],
-        g: [s << 33, u64::MAX / 3],
-        h: (0..seed % 17).map(|i| i as f32 / 3.0).collect(),
-        i: (0..s % 5).map(|i| (i << 40) | s).collect(),
-        j: (0..seed % 9).map(|i| i as i32 - 4).collect(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
