@@ -41,23 +41,41 @@ pub const MAX_ROUTES: usize = 16;
 /// `ROUTE_BASE + r` (kernel ids never come near it); the host resolves the route's name.
 pub const ROUTE_BASE: u32 = 0xFFFF_FF00;
 
+/// Bits of [`KernelParams::ctl`], the one word the host writes and the kernel reads on every
+/// loop iteration (one PCIe read for every lifecycle flag).
+pub mod ctl {
+    /// Take input (the cell is `Active`).
+    pub const ACTIVE: u32 = 1 << 0;
+    /// Termination requested: drain the queues, then exit once `EXIT` is set too.
+    pub const TERMINATE: u32 = 1 << 1;
+    /// The kernel may exit: no other kernel can still write into its inbox.
+    pub const EXIT: u32 = 1 << 2;
+    /// Restart generation (12 bits): bumped after the host rewrote the state of a kernel that
+    /// failed; the kernel takes input again when it changes.
+    pub const RESTART_SHIFT: u32 = 8;
+    /// Snapshot request generation (12 bits): the kernel copies its state into the snapshot
+    /// buffer between two messages and stores the generation in `snapshot_done`.
+    pub const SNAPSHOT_SHIFT: u32 = 20;
+    /// Width mask of a generation field.
+    pub const GEN_MASK: u32 = 0xFFF;
+}
+
 /// The per-kernel block the host writes before launch and both sides update while it runs
 /// (pinned host memory, mapped into the device). Pointers are device addresses.
 ///
-/// Written by the host before launch: `cb`, `h2d`, `d2h`, `inbox`, `state`, `scratch`, `routes`,
-/// `n_routes`, `scratch_bytes`, `state_words`. At run time:
+/// Written by the host before launch: the pointers, `n_routes`, `scratch_bytes`, `state_words`.
+/// At run time:
 ///
-/// * `exit_allowed` (host → kernel, release/acquire): the kernel may exit once terminating and
-///   drained; the host sets it after no other kernel can still write into this one's inbox.
-/// * `epoch` (kernel → host, relaxed): incremented at the top of every loop iteration; the host
-///   waits for it to move twice to know a sender finished any send that began before a route
-///   was unlinked.
-/// * `status`, `fail_*` (kernel → host, release after the `fail_*` stores): a handler called
-///   `rk_fail`; the kernel stops taking input until the host stores `status = 0` (restart, after
-///   rewriting the state) or asks it to terminate.
-/// * `h2d_done`, `inbox_done` (kernel → host, atomic adds): messages handled from each queue.
-/// * `state_seq` (kernel → host): odd while a handler runs (handlers work on the state in device
-///   memory in place), so a host snapshot can retry a torn copy.
+/// * `ctl` (host → kernel; host stores with release, the kernel loads with acquire once per
+///   loop iteration): the [`ctl`] bits. Only the host writes it.
+/// * `epoch` (kernel → host, release/acquire): incremented at the top of every loop iteration;
+///   the host waits for it to move twice to know a sender finished any send that began before a
+///   route was unlinked.
+/// * `failures`, `fail_*` (kernel → host, release of `failures` after the `fail_*` stores): a
+///   handler called `rk_fail`; the kernel takes no input until the restart generation in `ctl`
+///   changes (the host rewrote the state) or it is told to exit.
+/// * `h2d_done`, `inbox_done` (kernel → host): messages handled from each queue.
+/// * `snapshot_done` (kernel → host, release after copying the state to `snapshot`).
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KernelParams {
@@ -75,16 +93,18 @@ pub struct KernelParams {
     pub scratch: u64,
     /// Device address of the route table (`[RouteEntry; MAX_ROUTES]`, mapped).
     pub routes: u64,
+    /// Device address of the snapshot buffer (`state_words` words, mapped).
+    pub snapshot: u64,
     /// Routes in use.
     pub n_routes: u32,
     /// Bytes of scratch.
     pub scratch_bytes: u32,
     /// See the type docs.
-    pub exit_allowed: u32,
+    pub ctl: u32,
     /// See the type docs.
     pub epoch: u32,
     /// See the type docs.
-    pub status: u32,
+    pub failures: u32,
     /// Code given to `rk_fail`.
     pub fail_code: u32,
     /// Correlation id of the message whose handler failed.
@@ -98,11 +118,9 @@ pub struct KernelParams {
     /// See the type docs.
     pub inbox_done: u64,
     /// See the type docs.
-    pub state_seq: u32,
+    pub snapshot_done: u32,
     /// Zero.
-    pub reserved0: u32,
-    /// Zero.
-    pub reserved1: u64,
+    pub reserved: u32,
 }
 
 /// One K2K route: the target's inbox (device address; 0 = go through the host) and its id.
@@ -133,9 +151,9 @@ macro_rules! fields {
 
 /// `(field, offset, size)` of [`KernelParams`], for the generated C header.
 pub const KERNEL_PARAMS_FIELDS: &[(&str, usize, usize)] = fields!(KernelParams:
-    cb: 8, h2d: 8, d2h: 8, inbox: 8, state: 8, scratch: 8, routes: 8, n_routes: 4, scratch_bytes: 4,
-    exit_allowed: 4, epoch: 4, status: 4, fail_code: 4, fail_corr: 8, fail_source: 4, state_words: 4,
-    h2d_done: 8, inbox_done: 8, state_seq: 4, reserved0: 4, reserved1: 8);
+    cb: 8, h2d: 8, d2h: 8, inbox: 8, state: 8, scratch: 8, routes: 8, snapshot: 8, n_routes: 4,
+    scratch_bytes: 4, ctl: 4, epoch: 4, failures: 4, fail_code: 4, fail_corr: 8, fail_source: 4,
+    state_words: 4, h2d_done: 8, inbox_done: 8, snapshot_done: 4, reserved: 4);
 
 /// `(field, offset, size)` of [`RouteEntry`].
 pub const ROUTE_ENTRY_FIELDS: &[(&str, usize, usize)] =
@@ -181,12 +199,20 @@ pub fn emit_cuda_kernel(spec: &CudaKernelSpec<'_>) -> Result<String, WgslGenErro
         out,
         "#define RK_MAX_ROUTES {MAX_ROUTES}u\n#define RK_ROUTE_BASE {ROUTE_BASE:#x}u\n\
          #define RK_ERR_NO_REPLY {:#x}u\n#define RK_ERR_UNKNOWN_TYPE {:#x}u\n#define RK_ERR_MALFORMED {:#x}u\n\
-         #define RK_ERR_TOO_LARGE {:#x}u\n#define RK_ERR_BAD_ROUTE {:#x}u",
+         #define RK_ERR_TOO_LARGE {:#x}u\n#define RK_ERR_BAD_ROUTE {:#x}u\n\
+         #define RK_CTL_ACTIVE {}u\n#define RK_CTL_TERMINATE {}u\n#define RK_CTL_EXIT {}u\n\
+         #define RK_CTL_RESTART_SHIFT {}u\n#define RK_CTL_SNAPSHOT_SHIFT {}u\n#define RK_CTL_GEN_MASK {:#x}u",
         err::NO_REPLY,
         err::UNKNOWN_TYPE,
         err::MALFORMED,
         err::TOO_LARGE,
-        err::TOO_MANY_SENDS
+        err::TOO_MANY_SENDS,
+        ctl::ACTIVE,
+        ctl::TERMINATE,
+        ctl::EXIT,
+        ctl::RESTART_SHIFT,
+        ctl::SNAPSHOT_SHIFT,
+        ctl::GEN_MASK
     );
     out.push_str(crate::CUDA_RUNTIME);
     out.push_str("\n// ---- message and state types (generated from the Rust GpuType descriptions) ----\n");
@@ -256,6 +282,7 @@ typedef struct {
     uint32_t error;
     uint32_t failed;
     uint32_t fail_code;
+    uint32_t failures;
     /// Device memory the handler may use freely (for example to build a Vec field).
     uint8_t* scratch;
     uint32_t scratch_bytes;
@@ -373,21 +400,15 @@ RK_DEVICE void rk_process(rk_ctx* ctx, STATE* st, uint8_t* slot, uint32_t len) {
     }
     ctx->msg = msg;
     ctx->clock = rk_hlc_merge(ctx->clock, msg->hlc);
-    // The handler works on the state in device memory, in place, bracketed by `state_seq` (odd
-    // while it may write) so that a host snapshot can tell a torn copy.
-    rk_kernel_params* p = ctx->p;
-    uint32_t seq = p->state_seq;
-    rk_store_relaxed(&p->state_seq, seq + 1u);
-    rk_fence_system();
+    // The handler works on the state in device memory, in place.
     uint32_t code = rk_dispatch(ctx, st, msg, slot + RK_HDR);
-    // Release: the handler's state writes are visible before the even value.
-    rk_store_release(&p->state_seq, seq + 2u);
     if (ctx->failed) {
+        rk_kernel_params* p = ctx->p;
         rk_store_relaxed(&p->fail_code, ctx->fail_code);
         rk_store_u64_relaxed(&p->fail_corr, msg->correlation_id);
         rk_store_relaxed(&p->fail_source, msg->source);
-        // Release: the fail_* stores above are visible to a host that sees status == 1.
-        rk_store_release(&p->status, 1u);
+        // Release: the fail_* stores above are visible to a host that sees the new count.
+        rk_store_release(&p->failures, ++ctx->failures);
         return;
     }
     if (code == 0u) code = ctx->error;
@@ -409,24 +430,44 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
     ctx.sent = 0u;
     ctx.scratch = (uint8_t*)p->scratch;
     ctx.scratch_bytes = p->scratch_bytes;
+    ctx.failures = 0u;
     STATE* st = (STATE*)p->state;
-    uint32_t idle = 0u, epoch = 0u, last_look = 0u;
+    // Kernel-local copies: the kernel is the only writer of these, so it never reads them back
+    // over PCIe.
+    uint64_t h2d_done = 0u, inbox_done = 0u;
+    uint32_t idle = 0u, epoch = 0u, last_look = 0u, failed = 0u, fail_gen = 0u, snap_seen = 0u;
     for (;;) {
         // Release: a send made in the previous iteration happens-before the host's acquire of
         // the new epoch (the unlink protocol, see ringkernel-cuda's backend docs).
         rk_store_release(&p->epoch, ++epoch);
-        uint32_t terminating = rk_load_acquire(&cb->terminate_requested);
-        if (rk_load_acquire(&p->status) != 0u) {
-            // Failed: take no input until the host restarts the kernel (status back to 0, after it
-            // rewrote the state: the acquire load above pairs with that release) or ends it.
-            if (terminating && rk_load_acquire(&p->exit_allowed)) {
-                if (last_look) break;
-                last_look = 1u;
-            }
-            rk_pause(idle++);
-            continue;
+        // One PCIe read for every lifecycle flag; acquire pairs with the host's release.
+        uint32_t c = rk_load_acquire(&p->ctl);
+        uint32_t terminating = c & RK_CTL_TERMINATE;
+        uint32_t snap = (c >> RK_CTL_SNAPSHOT_SHIFT) & RK_CTL_GEN_MASK;
+        if (snap != snap_seen) {
+            // Between two messages: the state is consistent. Release: the copy is complete
+            // before the host sees `snapshot_done`.
+            uint32_t* from = (uint32_t*)p->state;
+            uint32_t* to = (uint32_t*)p->snapshot;
+            for (uint32_t i = 0u; i < p->state_words; i++) to[i] = from[i];
+            rk_store_release(&p->snapshot_done, snap);
+            snap_seen = snap;
         }
-        if (!terminating && !rk_load_acquire(&cb->active)) {
+        if (failed) {
+            if (((c >> RK_CTL_RESTART_SHIFT) & RK_CTL_GEN_MASK) != fail_gen) {
+                // Restarted: the host rewrote the state before it changed the generation (the
+                // acquire above pairs with that release).
+                failed = 0u;
+            } else {
+                if (terminating && (c & RK_CTL_EXIT)) {
+                    if (last_look) break;
+                    last_look = 1u;
+                }
+                rk_pause(idle++);
+                continue;
+            }
+        }
+        if (!terminating && !(c & RK_CTL_ACTIVE)) {
             rk_pause(idle++);
             continue;
         }
@@ -439,7 +480,7 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
             slot = rk_ring_pop_single(&inbox, &pos, &len);
         }
         if (!slot) {
-            if (terminating && rk_load_acquire(&p->exit_allowed)) {
+            if (terminating && (c & RK_CTL_EXIT)) {
                 // One more look at both queues after the acquire: a message sent before the
                 // host allowed the exit is visible now, and is handled before the kernel ends.
                 if (last_look) break;
@@ -450,21 +491,26 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
             continue;
         }
         last_look = 0u;
-        if (!terminating && !rk_load_acquire(&cb->active)) {
+        uint32_t c2 = rk_load_acquire(&p->ctl);
+        if (!(c2 & RK_CTL_TERMINATE) && !(c2 & RK_CTL_ACTIVE)) {
             // Deactivated between the check above and the pop: put the message back (this
             // kernel is the queue's only consumer, so undoing the head store is enough). The
-            // host stores `active = 0` before any message sent after `deactivate` is published,
-            // so the acquire of that message's `seq` in the pop makes this load see it.
+            // host clears ACTIVE before any message sent after `deactivate` is published, so the
+            // acquire of that message's `seq` in the pop makes this load see it.
             rk_store_relaxed(&src->header->head, pos);
             continue;
         }
         idle = 0u;
+        uint32_t failures_before = ctx.failures;
         if (len != RK_VOID_LEN) rk_process(&ctx, st, slot, len);
         rk_ring_release_single(src, pos);
         if (len != RK_VOID_LEN) {
-            // Single writer (this kernel): a plain increment, no read-modify-write over PCIe.
-            uint64_t* done = from_host ? &p->h2d_done : &p->inbox_done;
-            rk_store_u64_relaxed(done, rk_load_u64_acquire(done) + 1u);
+            if (from_host) rk_store_u64_relaxed(&p->h2d_done, ++h2d_done);
+            else rk_store_u64_relaxed(&p->inbox_done, ++inbox_done);
+        }
+        if (ctx.failures != failures_before) {
+            failed = 1u;
+            fail_gen = (c2 >> RK_CTL_RESTART_SHIFT) & RK_CTL_GEN_MASK;
         }
         rk_store_u64_relaxed(&cb->hlc_packed, ctx.clock);
     }

@@ -3,7 +3,7 @@
 //! are `ringkernel-core`'s, messages are encoded and decoded by `ringkernel-core`'s codec.
 //! This is how CI exercises the device-side queue protocol without a GPU.
 
-use ringkernel_codegen::cuda::{KernelParams, RouteEntry, MAX_ROUTES};
+use ringkernel_codegen::cuda::{ctl, KernelParams, RouteEntry, MAX_ROUTES};
 use ringkernel_codegen::wgsl::err;
 use ringkernel_core::control_block::ControlBlock;
 use ringkernel_core::hlc::{HlcClock, HlcTimestamp};
@@ -53,10 +53,11 @@ fn build_kernel() -> Option<(*mut libc::c_void, KernelFn)> {
     }
 }
 
-fn status_word(p: &KernelParams, field: &u32) -> u32 {
-    let _ = p;
-    // SAFETY: `field` points into a live KernelParams that the kernel thread accesses atomically.
-    unsafe { AtomicU32::from_ptr(field as *const u32 as *mut u32) }.load(Ordering::Acquire)
+/// A `u32` field of the live parameter block, as the atomic both sides use.
+fn word<'a>(field: *mut u32) -> &'a AtomicU32 {
+    // SAFETY: `field` points into a live KernelParams (boxed, outliving every use here) that the
+    // kernel thread accesses atomically; no reference to the field is held elsewhere.
+    unsafe { AtomicU32::from_ptr(field) }
 }
 
 #[test]
@@ -69,7 +70,7 @@ fn generated_kernel_serves_the_rust_host_side() {
     let mut state = vec![0u32; 4];
     let mut scratch = vec![0u8; 128];
     let mut routes = vec![RouteEntry::default(); MAX_ROUTES];
-    cb.set_active(true);
+    let mut snapshot = vec![0u32; 4];
     let mut params = Box::new(KernelParams {
         cb: &mut *cb as *mut ControlBlock as u64,
         h2d: input.region().0.as_ptr() as u64,
@@ -80,6 +81,8 @@ fn generated_kernel_serves_the_rust_host_side() {
         routes: routes.as_mut_ptr() as u64,
         scratch_bytes: 128,
         state_words: 3,
+        snapshot: snapshot.as_mut_ptr() as u64,
+        ctl: ctl::ACTIVE,
         ..KernelParams::default()
     });
     let pp = &mut *params as *mut KernelParams as usize;
@@ -164,15 +167,20 @@ fn generated_kernel_serves_the_rust_host_side() {
         assert_eq!(h.correlation_id, expected.0);
         assert_eq!(u32::from_le_bytes(payload[..4].try_into().unwrap()), expected.1);
     }
-    cb.request_terminate();
+    // A snapshot between two messages: the kernel copies its state into the mapped buffer.
+    word(core::ptr::addr_of_mut!(params.ctl)).fetch_add(1 << ctl::SNAPSHOT_SHIFT, Ordering::Release);
+    while word(core::ptr::addr_of_mut!(params.snapshot_done)).load(Ordering::Acquire) != 1 {
+        std::thread::yield_now();
+    }
+    assert_eq!(u64::from(snapshot[0]) | (u64::from(snapshot[1]) << 32), total, "snapshot of the state");
+    word(core::ptr::addr_of_mut!(params.ctl)).fetch_or(ctl::TERMINATE, Ordering::Release);
     std::thread::sleep(std::time::Duration::from_millis(5));
-    assert!(!cb.is_terminated(), "the kernel waits for exit_allowed before it ends");
-    // SAFETY: as for status_word: an atomic store into the live parameter block.
-    unsafe { AtomicU32::from_ptr(&mut params.exit_allowed) }.store(1, Ordering::Release);
+    assert!(!cb.is_terminated(), "the kernel waits for EXIT before it ends");
+    word(core::ptr::addr_of_mut!(params.ctl)).fetch_or(ctl::EXIT, Ordering::Release);
     device.join().unwrap();
     assert!(cb.is_terminated());
     assert_eq!(params.h2d_done, N + 2);
-    assert_eq!(status_word(&params, &params.status), 0);
+    assert_eq!(word(core::ptr::addr_of_mut!(params.failures)).load(Ordering::Acquire), 0);
     assert!(output.try_pop_with(|_| ()).is_none(), "nothing else left");
     assert_eq!(u64::from(state[0]) | (u64::from(state[1]) << 32), total, "state persists in device memory");
     assert_eq!(u64::from(state[2]), N, "second state field");

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! mapped (pinned host memory, device-visible)        device memory
-//! [params 128 B][routes 16 x 16 B][control block 128 B][output ring]    [inbox ring][state][scratch]
+//! [params 128 B][routes 16 x 16 B][control block 128 B][output ring][snapshot]   [inbox][state][scratch]
 //! + the input ring: the kernel cell's own input queue, allocated mapped by `input_ring`
 //! ```
 //!
@@ -19,9 +19,16 @@
 //!   kernel pops. The agent links routes (`RouteEntry.inbox`) to live targets and unlinks them
 //!   when a target fails or terminates; a target only exits after every other kernel's `epoch`
 //!   moved twice past the unlink, so no send can still be writing into it.
-//! * Control block: the agent mirrors the cell's `active` and `terminate_requested` into the
-//!   device copy (release stores; the kernel loads with acquire at system scope); the kernel
-//!   stores `terminated` (release) when it returns and `hlc_packed` after each message.
+//! * Lifecycle: one word, `ctl` in the parameter block (`ringkernel_codegen::cuda::ctl`: active,
+//!   terminate, exit allowed, restart and snapshot generations), written only by the host (the
+//!   doorbell synchronously in `activate`/`deactivate`/`terminate`, and the agent) with SeqCst
+//!   read-modify-writes, read by the kernel once per loop iteration with an acquire load at
+//!   system scope: one PCIe read for every flag. The kernel's copy of the control block carries
+//!   `hlc_packed` (after each message) and `terminated` (release, when it returns).
+//! * Failures: the kernel stores the failure record, then `failures + 1` (release); it takes
+//!   no input until the restart generation in `ctl` changes (the agent rewrote the state first).
+//! * Snapshots: the host bumps the snapshot generation in `ctl`; between two messages the kernel
+//!   copies its state into the mapped snapshot buffer and releases `snapshot_done`.
 //! * Counters: the kernel counts handled messages per queue (`h2d_done`, `inbox_done`); the
 //!   agent turns the deltas into `messages_processed` and `messages_in_flight` on the cell.
 //!
@@ -32,7 +39,7 @@
 use crate::device::{Device, LaunchId, Mapped};
 use crate::program::CudaProgram;
 use core::mem::offset_of;
-use ringkernel_codegen::cuda::{KernelParams, RouteEntry, MAX_ROUTES, ROUTE_BASE};
+use ringkernel_codegen::cuda::{ctl, KernelParams, RouteEntry, MAX_ROUTES, ROUTE_BASE};
 use ringkernel_core::control_block::{ControlBlock, ErrorCode};
 use ringkernel_core::message::{
     decode_header, KernelId, ENVELOPE_FIELDS, ENVELOPE_HEADER_SIZE, FLAG_ERROR_REPLY,
@@ -103,15 +110,16 @@ struct Retired {
     device: Vec<(u64, usize)>,
 }
 
-/// Where a kernel's state lives, for snapshots.
+/// Where a kernel's snapshot protocol lives.
 #[derive(Clone, Copy)]
 struct StateInfo {
     params: *mut KernelParams,
-    state_dev: u64,
+    snapshot: *const u32,
     words: usize,
 }
 
-// SAFETY: the pointer is into mapped memory kept until shutdown; accessed atomically.
+// SAFETY: pointers into mapped memory kept until shutdown (which clears the map first); the
+// shared words are accessed atomically.
 unsafe impl Send for StateInfo {}
 
 struct Shared {
@@ -145,14 +153,14 @@ impl Shared {
     }
 }
 
-/// A kernel's doorbell: copies the cell's lifecycle flags into the device's control block at
-/// once (so a message sent after `deactivate` returns is never taken by the kernel), then wakes
-/// the agent.
+/// A kernel's doorbell: copies the cell's lifecycle flags into the kernel's `ctl` word at once
+/// (so a message sent after `deactivate` returns is never taken by the kernel), then wakes the
+/// agent.
 struct Bell {
     shared: Weak<Shared>,
     cell: Weak<KernelCell>,
-    /// Host address of the device's control block (mapped; lives until the backend shuts down).
-    device_cb: usize,
+    /// Host address of the kernel's `ctl` word (mapped; lives until the backend shuts down).
+    ctl: usize,
 }
 
 impl Doorbell for Bell {
@@ -161,26 +169,43 @@ impl Doorbell for Bell {
         if let Some(cell) = self.cell.upgrade() {
             let _mem = s.mem_lock.read().unwrap_or_else(|e| e.into_inner());
             if !s.all_done.load(Ordering::Acquire) {
-                // SAFETY: the device control block lives in mapped memory freed only by `stop`,
-                // under the write lock, which also sets `all_done` (checked under the read lock).
-                let cb = unsafe { &*(self.device_cb as *const ControlBlock) };
-                mirror_lifecycle(&cell.control, cb);
+                // SAFETY: the word lives in mapped memory freed only by `stop`, under the write
+                // lock, which also sets `all_done` (checked under the read lock); it is only
+                // accessed atomically.
+                let ctl = unsafe { AtomicU32::from_ptr(self.ctl as *mut u32) };
+                mirror_lifecycle(&cell.control, ctl);
             }
         }
         s.wake();
     }
 }
 
-/// Copies `active` and `terminate_requested` from the cell's control block to the device's.
-fn mirror_lifecycle(host: &ControlBlock, device: &ControlBlock) {
-    let active = host.is_active();
-    if device.is_active() != active {
-        // set_active stores with release; the kernel loads with acquire (system scope).
-        device.set_active(active);
+/// Copies `active` and `terminate_requested` from the cell's control block into the kernel's
+/// `ctl` word. Release: pairs with the kernel's acquire load of `ctl`; anything the host
+/// published before (a message, a rewritten state) is visible with the new flags.
+fn mirror_lifecycle(host: &ControlBlock, ctl_word: &AtomicU32) {
+    let now = ctl_word.load(Ordering::Relaxed);
+    if host.is_active() && now & ctl::ACTIVE == 0 {
+        ctl_word.fetch_or(ctl::ACTIVE, Ordering::SeqCst);
+    } else if !host.is_active() && now & ctl::ACTIVE != 0 {
+        // SeqCst (a full fence on x86): the cleared bit is visible before any message this
+        // thread publishes afterwards (deactivate, then send).
+        ctl_word.fetch_and(!ctl::ACTIVE, Ordering::SeqCst);
     }
-    if host.terminate_requested() && !device.terminate_requested() {
-        device.request_terminate();
+    if host.terminate_requested() && now & ctl::TERMINATE == 0 {
+        ctl_word.fetch_or(ctl::TERMINATE, Ordering::SeqCst);
     }
+}
+
+/// Adds one to the generation field at `shift` of `ctl`, leaving the other bits alone; returns
+/// the new generation.
+fn bump_generation(ctl_word: &AtomicU32, shift: u32) -> u32 {
+    let mut new_gen = 0;
+    let _ = ctl_word.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |c| {
+        new_gen = ((c >> shift) + 1) & ctl::GEN_MASK;
+        Some((c & !(ctl::GEN_MASK << shift)) | (new_gen << shift))
+    });
+    new_gen
 }
 
 /// The input ring's memory: mapped, released to the backend's retired list (freed at shutdown).
@@ -237,6 +262,7 @@ struct Kern {
     /// at that moment.
     unlink: Unlink,
     exit_allowed: bool,
+    failures_seen: u32,
     exited: bool,
     gone: bool,
     local: ExecLocal,
@@ -259,6 +285,9 @@ impl Kern {
         debug_assert!(off + 8 <= core::mem::size_of::<KernelParams>() && off.is_multiple_of(8));
         // SAFETY: as in a32.
         unsafe { AtomicU64::from_ptr(self.block.host.wrapping_add(off).cast()) }
+    }
+    fn ctl(&self) -> &AtomicU32 {
+        self.a32(offset_of!(KernelParams, ctl))
     }
     fn cb(&self) -> &ControlBlock {
         // SAFETY: initialised with ptr::write in attach; lives until shutdown.
@@ -423,7 +452,8 @@ impl CudaBackend {
                 "the kernel's input queue is not in mapped memory (made by CudaBackend::input_ring?): {e}"
             )
         })?;
-        let block = dev.alloc_mapped(D2H_OFF + d2h_len)?;
+        let snap_off = align128(D2H_OFF + d2h_len);
+        let block = dev.alloc_mapped(snap_off + state.len().max(1) * 4)?;
         let retire = |block: Mapped, devmem: Option<u64>| {
             let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
             r.mapped.push(block);
@@ -459,7 +489,6 @@ impl CudaBackend {
                 dev.write_device(devmem + state_off as u64, &bytes)?;
             }
             let cb = ControlBlock::for_kernel(cell.id().0, cell.input.capacity(), d2h.capacity());
-            cb.set_active(cell.control.is_active());
             cb.set_hlc_packed(cell.control.hlc_packed());
             // SAFETY: CB_OFF..CB_OFF+128 lies in the fresh block, 128-aligned.
             unsafe { (block.host.add(CB_OFF) as *mut ControlBlock).write(cb) };
@@ -471,6 +500,8 @@ impl CudaBackend {
                 state: devmem + state_off as u64,
                 scratch: devmem + scratch_off as u64,
                 routes: block.dev + ROUTES_OFF as u64,
+                snapshot: block.dev + snap_off as u64,
+                ctl: if cell.control.is_active() { ctl::ACTIVE } else { 0 },
                 n_routes: program.routes().len() as u32,
                 scratch_bytes: slot as u32,
                 state_words: state.len() as u32,
@@ -513,6 +544,7 @@ impl CudaBackend {
             failed: false,
             unlink: Unlink::No,
             exit_allowed: false,
+            failures_seen: 0,
             exited: false,
             gone: false,
             local: ExecLocal::default(),
@@ -531,8 +563,7 @@ impl CudaBackend {
             }
             if started.elapsed() > sh.config.start_timeout {
                 // Leave it a way out should it start later; its memory is kept until shutdown.
-                k.cb().request_terminate();
-                k.a32(offset_of!(KernelParams, exit_allowed)).store(1, Ordering::Release);
+                k.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
                 self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(Kern { gone: true, ..k });
                 return Err(format!(
                     "the kernel did not start within {:?} (is the device full? CudaConfig::max_kernels)",
@@ -541,14 +572,18 @@ impl CudaBackend {
             }
             std::thread::yield_now();
         }
-        sh.states
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(k.id, StateInfo { params: k.params(), state_dev: k.state_dev, words: state.len() });
+        sh.states.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            k.id,
+            StateInfo {
+                params: k.params(),
+                snapshot: k.block.host.wrapping_add(snap_off) as *const u32,
+                words: state.len(),
+            },
+        );
         cell.set_doorbell(Arc::new(Bell {
             shared: Arc::downgrade(&self.shared),
             cell: Arc::downgrade(cell),
-            device_cb: k.block.host as usize + CB_OFF,
+            ctl: k.block.host as usize + offset_of!(KernelParams, ctl),
         }));
         sh.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(k);
         sh.wake();
@@ -560,47 +595,40 @@ impl CudaBackend {
         self.shared.wake();
     }
 
-    /// A copy of a running kernel's state words, as its last handled message left them (the
-    /// kernel's handlers update them in place between odd and even values of `state_seq`; a copy
-    /// torn by a concurrent handler is retried).
+    /// A copy of a running kernel's state words, taken by the kernel itself between two messages
+    /// (it sees the request in its `ctl` word and copies the state into a mapped buffer).
+    /// `Error::Gpu` when the kernel does not answer within 200 ms (a handler still running, for
+    /// example one waiting for room in a full K2K target) or is not running.
     pub fn state_words(&self, kernel: KernelId) -> Result<Vec<u32>> {
+        let gpu_err =
+            |detail: String| Error::Gpu { backend: "cuda", kernel: format!("#{}", kernel.0), detail };
         let states = self.shared.states.lock().unwrap_or_else(|e| e.into_inner());
-        let info = *states.get(&kernel.0).ok_or_else(|| Error::Gpu {
-            backend: "cuda",
-            kernel: format!("#{}", kernel.0),
-            detail: "no running CUDA kernel with this id".into(),
-        })?;
-        // SAFETY: the parameter block lives until shutdown; `state_seq` is accessed atomically.
-        let seq = unsafe { AtomicU32::from_ptr(core::ptr::addr_of_mut!((*info.params).state_seq)) };
-        let mut bytes = vec![0u8; info.words * 4];
+        let info =
+            *states.get(&kernel.0).ok_or_else(|| gpu_err("no running CUDA kernel with this id".into()))?;
+        // SAFETY: the parameter block lives until shutdown, which clears `states` (we hold its
+        // lock); both words are accessed atomically by host and kernel.
+        let (ctl_word, done) = unsafe {
+            (
+                AtomicU32::from_ptr(core::ptr::addr_of_mut!((*info.params).ctl)),
+                AtomicU32::from_ptr(core::ptr::addr_of_mut!((*info.params).snapshot_done)),
+            )
+        };
+        let generation = bump_generation(ctl_word, ctl::SNAPSHOT_SHIFT);
         let deadline = Instant::now() + Duration::from_millis(200);
-        loop {
+        // Acquire: pairs with the kernel's release of `snapshot_done` after its copy.
+        while done.load(Ordering::Acquire) != generation {
             if Instant::now() > deadline {
-                return Err(Error::Gpu {
-                    backend: "cuda",
-                    kernel: format!("#{}", kernel.0),
-                    detail:
-                        "no consistent state copy within 200 ms: a handler is still running (for example \
-                             one waiting for room in a full K2K target)"
-                            .into(),
-                });
-            }
-            // Acquire: pairs with the kernel's release of an even `state_seq` after a handler.
-            let before = seq.load(Ordering::Acquire);
-            if before % 2 == 0 {
-                self.shared.dev.read_device(info.state_dev, &mut bytes).map_err(|detail| Error::Gpu {
-                    backend: "cuda",
-                    kernel: format!("#{}", kernel.0),
-                    detail,
-                })?;
-                fence(Ordering::Acquire);
-                if seq.load(Ordering::Acquire) == before {
-                    break;
-                }
+                return Err(gpu_err(
+                    "the kernel did not take a snapshot within 200 ms: a handler is still running (for \
+                     example one waiting for room in a full K2K target)"
+                        .into(),
+                ));
             }
             std::thread::yield_now();
         }
-        Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4"))).collect())
+        // SAFETY: `words` words of the mapped snapshot buffer, written by the kernel before the
+        // release we acquired; it writes them again only on the next request, which needs `states`.
+        Ok(unsafe { core::slice::from_raw_parts(info.snapshot, info.words) }.to_vec())
     }
 
     /// Stops the agent; kernels should have been terminated first (any still running are told to
@@ -726,8 +754,7 @@ impl Agent {
         let Some(cell) = self.ks[i].cell.upgrade().filter(|c| c.state() != KernelState::Terminated) else {
             // The cell was dropped or aborted: make the kernel exit, forget it once it has.
             let k = &mut self.ks[i];
-            k.cb().request_terminate();
-            k.a32(offset_of!(KernelParams, exit_allowed)).store(1, Ordering::Release);
+            k.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
             if !k.gone {
                 k.gone = true;
                 sh.live.fetch_sub(1, Ordering::AcqRel);
@@ -737,8 +764,8 @@ impl Agent {
             return false;
         };
         let k = &mut self.ks[i];
-        // 1. Lifecycle into the device copy of the control block (the doorbell does it too).
-        mirror_lifecycle(&cell.control, k.cb());
+        // 1. Lifecycle into the kernel's `ctl` word (the doorbell does it too).
+        mirror_lifecycle(&cell.control, k.ctl());
         let terminating = cell.control.terminate_requested();
         // 2. Counters.
         let h2d = k.a64(offset_of!(KernelParams, h2d_done)).load(Ordering::Acquire);
@@ -756,7 +783,10 @@ impl Agent {
             cell.control.set_hlc_packed(hlc);
         }
         // 3. A handler called rk_fail.
-        if !k.failed && k.a32(offset_of!(KernelParams, status)).load(Ordering::Acquire) != 0 {
+        // Acquire: pairs with the kernel's release of `failures` after the fail_* stores.
+        let failures = k.a32(offset_of!(KernelParams, failures)).load(Ordering::Acquire);
+        if !k.failed && failures != k.failures_seen {
+            k.failures_seen = failures;
             Self::on_fail(sh, k, &cell);
             if k.failed {
                 self.relink = true;
@@ -808,8 +838,8 @@ impl Agent {
                 if moved {
                     let k = &mut self.ks[i];
                     k.exit_allowed = true;
-                    // Release: pairs with the kernel's acquire load of exit_allowed.
-                    k.a32(offset_of!(KernelParams, exit_allowed)).store(1, Ordering::Release);
+                    // Release: pairs with the kernel's acquire load of `ctl`.
+                    k.ctl().fetch_or(ctl::EXIT, Ordering::SeqCst);
                 }
             }
         }
@@ -889,8 +919,9 @@ impl Agent {
                     tracing::error!(kernel = cell.name(), "cannot reset the state: {e}");
                 }
             }
-            // Release: the fresh state is written before the kernel sees status 0 and goes on.
-            k.a32(offset_of!(KernelParams, status)).store(0, Ordering::Release);
+            // Release: the fresh state is written before the kernel sees the new restart
+            // generation and goes on.
+            bump_generation(k.ctl(), ctl::RESTART_SHIFT);
         } else {
             k.failed = true;
         }
@@ -984,8 +1015,7 @@ impl Agent {
     /// Shutdown: tell every kernel still running to exit, wait for the launches, free memory.
     fn stop(&mut self, sh: &Shared) {
         for k in &self.ks {
-            k.cb().request_terminate();
-            k.a32(offset_of!(KernelParams, exit_allowed)).store(1, Ordering::Release);
+            k.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut all = true;

@@ -81,13 +81,13 @@ impl Device for Emulator {
     fn write_device(&self, dst: u64, data: &[u8]) -> Result<(), String> {
         // SAFETY: `dst` came from alloc_device with room for the write (the backend's layout);
         // the running kernel does not touch these bytes while the host writes them (state is
-        // rewritten only while the kernel is stopped on `status`).
+        // rewritten only while a failed kernel waits for the restart generation to change).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len()) };
         Ok(())
     }
     fn read_device(&self, src: u64, out: &mut [u8]) -> Result<(), String> {
         // SAFETY: as in write_device, a range of a live allocation; a concurrent kernel write
-        // gives a torn copy, which the callers detect (state_seq) or exclude (kernel ended).
+        // could give a torn copy; the only caller reads an inbox after its kernel ended).
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, out.as_mut_ptr(), out.len()) };
         Ok(())
     }
