@@ -497,7 +497,7 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
             // kernel is the queue's only consumer, so undoing the head store is enough). The
             // host clears ACTIVE before any message sent after `deactivate` is published, so the
             // acquire of that message's `seq` in the pop makes this load see it.
-            rk_store_relaxed(&src->header->head, pos);
+            rk_ring_unpop_single(src, pos);
             continue;
         }
         idle = 0u;

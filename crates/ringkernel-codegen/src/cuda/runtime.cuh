@@ -109,6 +109,10 @@ typedef struct {
     uint32_t mask;
     uint32_t capacity;
     uint32_t slot_size;
+    // The single consumer's `head` and the single producer's `tail`, kept in registers: the side
+    // that owns an index never reads it back (over PCIe, for a ring in mapped memory).
+    uint32_t own_head;
+    uint32_t own_tail;
 } rk_ring;
 
 RK_DEVICE rk_ring rk_ring_attach(uint8_t* region) {
@@ -117,6 +121,8 @@ RK_DEVICE rk_ring rk_ring_attach(uint8_t* region) {
     r.capacity = r.header->capacity;
     r.mask = r.header->mask;
     r.slot_size = r.header->slot_size;
+    r.own_head = rk_load_relaxed(&r.header->head);
+    r.own_tail = rk_load_relaxed(&r.header->tail);
     r.meta = (rk_slot_meta*)(region + sizeof(rk_queue_header));
     r.data = region + ((sizeof(rk_queue_header) + (uint64_t)r.capacity * sizeof(rk_slot_meta) + 127u) & ~(uint64_t)127u);
     return r;
@@ -179,11 +185,12 @@ RK_DEVICE void rk_ring_publish(rk_ring* r, uint32_t pos, uint32_t len) {
 // the consumer only, so it is a plain store instead of a compare-and-swap. Used for the input
 // ring in mapped host memory (the host never pops it while the kernel runs) and for the inbox.
 RK_DEVICE uint8_t* rk_ring_pop_single(rk_ring* r, uint32_t* pos_out, uint32_t* len_out) {
-    uint32_t pos = rk_load_relaxed(&r->header->head);
+    uint32_t pos = r->own_head;
     rk_slot_meta* m = &r->meta[pos & r->mask];
     // Acquire: pairs with the producer's release of `seq`; the slot bytes and `len` are visible.
     if (rk_load_acquire(&m->seq) != pos + 1u) return 0;
     rk_store_relaxed(&r->header->head, pos + 1u);
+    r->own_head = pos + 1u;
     *pos_out = pos;
     *len_out = rk_load_relaxed(&m->len);
     return r->data + (uint64_t)(pos & r->mask) * r->slot_size;
@@ -194,14 +201,21 @@ RK_DEVICE void rk_ring_release_single(rk_ring* r, uint32_t pos) {
     rk_ring_release(r, pos);
 }
 
+// Undoes a rk_ring_pop_single whose slot was not released yet (the message stays queued).
+RK_DEVICE void rk_ring_unpop_single(rk_ring* r, uint32_t pos) {
+    rk_store_relaxed(&r->header->head, pos);
+    r->own_head = pos;
+}
+
 // Single-producer push, for the output ring (this kernel is its only producer): `tail` is
 // advanced with a plain store, so no read-modify-write crosses PCIe.
 RK_DEVICE uint8_t* rk_ring_push_single(rk_ring* r, uint32_t* pos_out) {
-    uint32_t pos = rk_load_relaxed(&r->header->tail);
+    uint32_t pos = r->own_tail;
     rk_slot_meta* m = &r->meta[pos & r->mask];
     // Acquire: pairs with the consumer's release in rk_ring_release (its reads are done).
     if (rk_load_acquire(&m->seq) != pos) return 0;
     rk_store_relaxed(&r->header->tail, pos + 1u);
+    r->own_tail = pos + 1u;
     *pos_out = pos;
     return r->data + (uint64_t)(pos & r->mask) * r->slot_size;
 }
