@@ -224,6 +224,7 @@ impl RingMemory for InputMemory {
 
 impl Drop for InputMemory {
     fn drop(&mut self) {
+        // Acquire: pairs with the release in `stop` after every launch returned.
         if self.all_done.load(Ordering::Acquire) {
             self.dev.free_mapped(self.m);
         } else {
@@ -552,6 +553,7 @@ impl CudaBackend {
         // Wait until the kernel runs (its first loop iteration bumps `epoch`): a kernel that
         // cannot become resident is an error here, not a silent hang later.
         let started = Instant::now();
+        // Relaxed: only "has the kernel run at all" is asked; nothing is read on the strength of it.
         while k.a32(offset_of!(KernelParams, epoch)).load(Ordering::Relaxed) == 0 {
             match dev.finished(launch) {
                 Ok(false) => {}
@@ -563,6 +565,7 @@ impl CudaBackend {
             }
             if started.elapsed() > sh.config.start_timeout {
                 // Leave it a way out should it start later; its memory is kept until shutdown.
+                // SeqCst, as every host write of `ctl` (pairs with the kernel's acquire load).
                 k.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
                 self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(Kern { gone: true, ..k });
                 return Err(format!(
@@ -768,8 +771,10 @@ impl Agent {
         mirror_lifecycle(&cell.control, k.ctl());
         let terminating = cell.control.terminate_requested();
         // 2. Counters.
-        let h2d = k.a64(offset_of!(KernelParams, h2d_done)).load(Ordering::Acquire);
-        let inbox = k.a64(offset_of!(KernelParams, inbox_done)).load(Ordering::Acquire);
+        // Relaxed: counts only (the kernel stores them relaxed); the outputs they refer to are
+        // read through their own `seq` acquire below.
+        let h2d = k.a64(offset_of!(KernelParams, h2d_done)).load(Ordering::Relaxed);
+        let inbox = k.a64(offset_of!(KernelParams, inbox_done)).load(Ordering::Relaxed);
         let (dh, di) = (h2d - k.seen_h2d, inbox - k.seen_inbox);
         if dh + di > 0 {
             (k.seen_h2d, k.seen_inbox) = (h2d, inbox);
@@ -907,6 +912,7 @@ impl Agent {
     }
 
     fn on_fail(sh: &Shared, k: &mut Kern, cell: &KernelCell) {
+        // Relaxed: ordered by the acquire of `failures` that led here.
         let code = k.a32(offset_of!(KernelParams, fail_code)).load(Ordering::Relaxed);
         let corr = k.a64(offset_of!(KernelParams, fail_corr)).load(Ordering::Relaxed);
         let source = k.a32(offset_of!(KernelParams, fail_source)).load(Ordering::Relaxed);
@@ -1053,6 +1059,7 @@ impl Agent {
         for (d, len) in r.device.drain(..) {
             sh.dev.free_device(d, len);
         }
+        // Release: pairs with the acquire in the doorbell and in InputMemory's drop.
         sh.all_done.store(true, Ordering::Release);
     }
 }
