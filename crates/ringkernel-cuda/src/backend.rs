@@ -770,23 +770,8 @@ impl Agent {
         // 1. Lifecycle into the kernel's `ctl` word (the doorbell does it too).
         mirror_lifecycle(&cell.control, k.ctl());
         let terminating = cell.control.terminate_requested();
-        // 2. Counters.
-        // Relaxed: counts only (the kernel stores them relaxed); the outputs they refer to are
-        // read through their own `seq` acquire below.
-        let h2d = k.a64(offset_of!(KernelParams, h2d_done)).load(Ordering::Relaxed);
-        let inbox = k.a64(offset_of!(KernelParams, inbox_done)).load(Ordering::Relaxed);
-        let (dh, di) = (h2d - k.seen_h2d, inbox - k.seen_inbox);
-        if dh + di > 0 {
-            (k.seen_h2d, k.seen_inbox) = (h2d, inbox);
-            cell.control.add_processed(dh + di);
-            cell.control.add_in_flight(-(dh as i64));
-            cell.input_waiters.notify();
-            work = true;
-        }
-        let hlc = k.cb().hlc_packed();
-        if hlc > cell.control.hlc_packed() {
-            cell.control.set_hlc_packed(hlc);
-        }
+        // 2. Counters and clock.
+        work |= Self::sync_counts(k, &cell);
         // 3. A handler called rk_fail.
         // Acquire: pairs with the kernel's release of `failures` after the fail_* stores.
         let failures = k.a32(offset_of!(KernelParams, failures)).load(Ordering::Acquire);
@@ -975,7 +960,32 @@ impl Agent {
     }
 
     /// The kernel has returned: collect what is left in its queues, end its lifecycle.
+    /// Turns the kernel's handled-message counts into the cell's counters, and mirrors its clock;
+    /// `true` if anything moved.
+    fn sync_counts(k: &mut Kern, cell: &KernelCell) -> bool {
+        // Relaxed: counts only (the kernel stores them relaxed); the outputs they refer to are
+        // read through their own `seq` acquire. After the acquire of `terminated` (in `finish`)
+        // they are final.
+        let h2d = k.a64(offset_of!(KernelParams, h2d_done)).load(Ordering::Relaxed);
+        let inbox = k.a64(offset_of!(KernelParams, inbox_done)).load(Ordering::Relaxed);
+        let (dh, di) = (h2d - k.seen_h2d, inbox - k.seen_inbox);
+        let hlc = k.cb().hlc_packed();
+        if hlc > cell.control.hlc_packed() {
+            cell.control.set_hlc_packed(hlc);
+        }
+        if dh + di == 0 {
+            return false;
+        }
+        (k.seen_h2d, k.seen_inbox) = (h2d, inbox);
+        cell.control.add_processed(dh + di);
+        cell.control.add_in_flight(-(dh as i64));
+        cell.input_waiters.notify();
+        true
+    }
+
     fn finish(sh: &Shared, k: &mut Kern, cell: &KernelCell) {
+        // The kernel has stored `terminated` (acquired by the caller): its counts are final.
+        Self::sync_counts(k, cell);
         device_host::drain_input(&mut k.local, cell);
         let mut copy = vec![0u8; k.inbox.1 + 128];
         let start = copy.as_ptr().align_offset(128);
