@@ -31,7 +31,6 @@
 //! to whoever observes the new `seq`, on either side of the bus.
 
 use crate::wgsl::{err, WgslGenError, WgslType};
-use ringkernel_core::gpu::GpuFieldKind;
 use std::fmt::Write;
 
 /// Most K2K routes a CUDA kernel can have.
@@ -178,22 +177,7 @@ pub struct CudaKernelSpec<'a> {
 /// Emits the complete CUDA C source of one persistent kernel (see the module docs). The same
 /// text compiles with NVRTC for the GPU and, without `__CUDACC__`, as C11 for the host shim.
 pub fn emit_cuda_kernel(spec: &CudaKernelSpec<'_>) -> Result<String, WgslGenError> {
-    if spec.state.fields.iter().any(|f| matches!(f.kind, GpuFieldKind::Slice(_))) {
-        return Err(WgslGenError::StateHasSlice(spec.state.name));
-    }
-    for (i, m) in spec.messages.iter().enumerate() {
-        if m.type_id.is_none() {
-            return Err(WgslGenError::NotAMessage(m.name));
-        }
-        if spec.messages[..i].iter().any(|o| o.name == m.name) || m.name == spec.state.name {
-            return Err(WgslGenError::DuplicateName(m.name));
-        }
-    }
-    for &h in spec.handled {
-        if !spec.messages.iter().any(|m| m.type_id == Some(h)) {
-            return Err(WgslGenError::UnknownHandled(h));
-        }
-    }
+    crate::wgsl::check_kernel_types(spec.state, spec.messages, spec.handled)?;
     let mut out = crate::emit_c_header();
     let _ = writeln!(
         out,
@@ -503,7 +487,7 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
         idle = 0u;
         uint32_t failures_before = ctx.failures;
         if (len != RK_VOID_LEN) rk_process(&ctx, st, slot, len);
-        rk_ring_release_single(src, pos);
+        rk_ring_release(src, pos);
         if (len != RK_VOID_LEN) {
             if (from_host) rk_store_u64_relaxed(&p->h2d_done, ++h2d_done);
             else rk_store_u64_relaxed(&p->inbox_done, ++inbox_done);

@@ -1,14 +1,18 @@
-// RingKernel device runtime: slot-ring queue protocol, control-block access and HLC merge. Generated into every kernel source by ringkernel-codegen; the same text
-// compiles as CUDA C (NVRTC/nvcc) and, under the host shim below, as plain C for host threads,
-// which is how CI runs this protocol against the Rust host side without a GPU.
+// RingKernel device runtime: slot-ring queue protocol and HLC merge. Generated into every kernel
+// source by ringkernel-codegen; the same text compiles as CUDA C (NVRTC/nvcc) and, under the host
+// shim below, as plain C for host threads, which is how CI runs this protocol against the Rust
+// host side without a GPU.
 //
-// Memory contract (mirrors ringkernel-core's docs):
+// Memory contract (mirrors ringkernel-core's docs; per-queue ownership in ringkernel-codegen's
+// cuda.rs):
 //   * slot publish/free: release store of the slot's `seq`; readers load `seq` with acquire.
-//   * position claims: compare-and-swap of `tail`/`head` (relaxed is enough: ownership comes from
-//     the `seq` protocol, the CAS only decides who wins a position).
-//   * control block: the host stores `active`/`terminate_requested` with release, the kernel loads
-//     them with acquire; the kernel stores `terminated = 1` with release after its last output.
-// On the GPU every access uses system scope (`.sys`), because the queues and the control block
+//   * position claims on a multi-producer ring (another kernel's inbox): compare-and-swap of
+//     `tail` (relaxed is enough: ownership comes from the `seq` protocol, the CAS only decides who
+//     wins a position). A ring's single consumer or producer keeps its index in a register and
+//     stores it plainly.
+//   * lifecycle: the host writes the kernel's `ctl` word (release); the kernel loads it with
+//     acquire; the kernel stores `terminated = 1` with release after its last output.
+// On the GPU every access uses system scope (`.sys`), because most queues and the control words
 // live in pinned host memory mapped into the device and the other side is a CPU thread.
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
@@ -33,9 +37,6 @@ RK_DEVICE void rk_store_relaxed(uint32_t* p, uint32_t v) {
 }
 RK_DEVICE int rk_cas(uint32_t* p, uint32_t expected, uint32_t desired) {
     return atomicCAS_system((unsigned int*)p, expected, desired) == expected;
-}
-RK_DEVICE void rk_add_u64(uint64_t* p, uint64_t v) {
-    atomicAdd_system((unsigned long long*)p, (unsigned long long)v);
 }
 RK_DEVICE void rk_store_u64_relaxed(uint64_t* p, uint64_t v) {
     asm volatile("st.relaxed.sys.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
@@ -73,7 +74,6 @@ RK_DEVICE void rk_store_relaxed(uint32_t* p, uint32_t v) { __atomic_store_n(p, v
 RK_DEVICE int rk_cas(uint32_t* p, uint32_t expected, uint32_t desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
-RK_DEVICE void rk_add_u64(uint64_t* p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 RK_DEVICE void rk_store_u64_relaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 RK_DEVICE uint64_t rk_load_u64_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 RK_DEVICE void rk_fence_system(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
@@ -128,27 +128,6 @@ RK_DEVICE rk_ring rk_ring_attach(uint8_t* region) {
     return r;
 }
 
-// Claims the oldest published slot; returns its bytes (NULL if the ring is empty).
-RK_DEVICE uint8_t* rk_ring_claim_pop(rk_ring* r, uint32_t* pos_out, uint32_t* len_out) {
-    uint32_t pos = rk_load_relaxed(&r->header->head);
-    for (;;) {
-        rk_slot_meta* m = &r->meta[pos & r->mask];
-        int32_t diff = (int32_t)(rk_load_acquire(&m->seq) - (pos + 1u));
-        if (diff == 0) {
-            if (rk_cas(&r->header->head, pos, pos + 1u)) {
-                *pos_out = pos;
-                *len_out = rk_load_relaxed(&m->len);
-                return r->data + (uint64_t)(pos & r->mask) * r->slot_size;
-            }
-            pos = rk_load_relaxed(&r->header->head);
-        } else if (diff < 0) {
-            return 0;
-        } else {
-            pos = rk_load_relaxed(&r->header->head);
-        }
-    }
-}
-
 // Frees a popped slot for the producer of the next lap.
 RK_DEVICE void rk_ring_release(rk_ring* r, uint32_t pos) {
     rk_store_release(&r->meta[pos & r->mask].seq, pos + r->capacity);
@@ -194,11 +173,6 @@ RK_DEVICE uint8_t* rk_ring_pop_single(rk_ring* r, uint32_t* pos_out, uint32_t* l
     *pos_out = pos;
     *len_out = rk_load_relaxed(&m->len);
     return r->data + (uint64_t)(pos & r->mask) * r->slot_size;
-}
-
-// Frees a slot popped with rk_ring_pop_single (same as rk_ring_release).
-RK_DEVICE void rk_ring_release_single(rk_ring* r, uint32_t pos) {
-    rk_ring_release(r, pos);
 }
 
 // Undoes a rk_ring_pop_single whose slot was not released yet (the message stays queued).
