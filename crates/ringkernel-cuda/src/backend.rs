@@ -161,12 +161,23 @@ struct Bell {
     cell: Weak<KernelCell>,
     /// Host address of the kernel's `ctl` word (mapped; lives until the backend shuts down).
     ctl: usize,
+    /// `(generation << 1) | terminate_requested` of the cell's control block when this bell last
+    /// mirrored it (`u64::MAX`: never). Every `set_active` bumps the generation, so an unchanged
+    /// value means `ctl` already matches, and a plain `send` skips the lock and the mirror.
+    mirrored: AtomicU64,
 }
 
 impl Doorbell for Bell {
     fn ring(&self) {
         let Some(s) = self.shared.upgrade() else { return };
         if let Some(cell) = self.cell.upgrade() {
+            // Read before mirroring: a change after this read makes the next ring mirror again.
+            let seen =
+                (u64::from(cell.control.generation()) << 1) | u64::from(cell.control.terminate_requested());
+            if self.mirrored.load(Ordering::Relaxed) == seen {
+                s.wake();
+                return;
+            }
             let _mem = s.mem_lock.read().unwrap_or_else(|e| e.into_inner());
             if !s.all_done.load(Ordering::Acquire) {
                 // SAFETY: the word lives in mapped memory freed only by `stop`, under the write
@@ -174,6 +185,7 @@ impl Doorbell for Bell {
                 // accessed atomically.
                 let ctl = unsafe { AtomicU32::from_ptr(self.ctl as *mut u32) };
                 mirror_lifecycle(&cell.control, ctl);
+                self.mirrored.store(seen, Ordering::Relaxed);
             }
         }
         s.wake();
@@ -587,6 +599,7 @@ impl CudaBackend {
             shared: Arc::downgrade(&self.shared),
             cell: Arc::downgrade(cell),
             ctl: k.block.host as usize + offset_of!(KernelParams, ctl),
+            mirrored: AtomicU64::new(u64::MAX),
         }));
         sh.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(k);
         sh.wake();
