@@ -2,6 +2,7 @@
 //! byte for byte, and the backend-neutral parts of the runtime.
 //!
 //! * [`hlc`]: hybrid logical clocks packed into a `u64` (lock-free `tick`/`update`).
+//! * [`admission`]: the send ↔ terminate handshake of a kernel's input queue.
 //! * [`control_block`]: the 128-byte per-kernel control block and its memory-ordering contract.
 //! * [`queue`]: bounded lock-free ring queues (SPSC typed ring; MPMC byte-slot ring) with a layout
 //!   that can live in host, pinned or device memory.
@@ -12,6 +13,7 @@
 //!   handle that every backend shares.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admission;
 pub mod control_block;
 pub mod error;
 pub mod gpu;

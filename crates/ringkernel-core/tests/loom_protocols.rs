@@ -5,6 +5,7 @@
 #![cfg(ringkernel_loom)]
 
 use loom::thread;
+use ringkernel_core::admission::AdmissionGate;
 use ringkernel_core::control_block::ControlBlock;
 use ringkernel_core::queue::{spsc, SlotRing};
 use std::sync::Arc;
@@ -142,5 +143,70 @@ fn control_block_terminate_handshake() {
         assert_eq!(cb.messages_processed(), 5);
         assert_eq!(cb.hlc_packed(), 42);
         kernel.join().unwrap();
+    });
+}
+
+/// The executor's terminate check (`HostExecutor::run`, the GPU agents alike): read the
+/// request, drain, and finish only if the request was seen and the queue is empty.
+fn kernel_until_terminated(ring: &SlotRing, cb: &ControlBlock) -> u32 {
+    let mut popped = 0;
+    loop {
+        let terminating = cb.terminate_requested();
+        while pop(ring).is_some() {
+            popped += 1;
+        }
+        if terminating && ring.is_empty() {
+            return popped;
+        }
+        thread::yield_now();
+    }
+}
+
+/// Send ↔ terminate through the admission gate: a message whose push was admitted is always
+/// handled before the kernel finishes terminating (see `ringkernel_core::admission`).
+#[test]
+fn admission_gate_send_vs_terminate() {
+    loom::model(|| {
+        let ring = Arc::new(SlotRing::new(2, 16).unwrap());
+        let gate = Arc::new(AdmissionGate::new());
+        let cb = Arc::new(ControlBlock::with_capacities(2, 2));
+        let sender = {
+            let (ring, gate) = (ring.clone(), gate.clone());
+            thread::spawn(move || match gate.enter() {
+                Some(_admitted) => push(&ring, 1),
+                None => false,
+            })
+        };
+        let kernel = {
+            let (ring, cb) = (ring.clone(), cb.clone());
+            thread::spawn(move || kernel_until_terminated(&ring, &cb))
+        };
+        // terminate(): close the gate (waits for the admitted sender), then ask the kernel.
+        gate.close();
+        cb.request_terminate();
+        let accepted = u32::from(sender.join().unwrap());
+        assert_eq!(kernel.join().unwrap(), accepted, "an accepted message was not handled");
+    });
+}
+
+/// The protocol the gate replaced (check the state, then push) loses a message: the sender
+/// checks before the request, the kernel finishes, the push lands afterwards. Loom finds it.
+#[test]
+#[should_panic(expected = "an accepted message was not handled")]
+fn check_then_push_loses_a_message() {
+    loom::model(|| {
+        let ring = Arc::new(SlotRing::new(2, 16).unwrap());
+        let cb = Arc::new(ControlBlock::with_capacities(2, 2));
+        let sender = {
+            let (ring, cb) = (ring.clone(), cb.clone());
+            thread::spawn(move || !cb.terminate_requested() && push(&ring, 1))
+        };
+        let kernel = {
+            let (ring, cb) = (ring.clone(), cb.clone());
+            thread::spawn(move || kernel_until_terminated(&ring, &cb))
+        };
+        cb.request_terminate();
+        let accepted = u32::from(sender.join().unwrap());
+        assert_eq!(kernel.join().unwrap(), accepted, "an accepted message was not handled");
     });
 }

@@ -90,7 +90,7 @@ pub mod prelude {
     pub use ringkernel_core::message::{KernelId, MessageId, RingMessage};
     pub use ringkernel_core::runtime::{
         Backend, Context, KernelDef, KernelHandle, KernelState, KernelStatus, LaunchOptions, RawMessage,
-        RestartPolicy, TerminateReport, TrySendError,
+        Received, RestartPolicy, TerminateReport, TrySendError,
     };
     pub use ringkernel_core::{Error, Result};
     pub use ringkernel_derive::{ring_kernel, GpuType, RingMessage};

@@ -11,6 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+#[path = "conformance/clock.rs"]
+mod clock;
+#[path = "conformance/races.rs"]
+mod races;
+
 /// A number to add up, or to pass along a K2K chain (GPU word layout, so WGSL handlers read it).
 #[derive(RingMessage, GpuType, Clone, Copy, Debug, PartialEq)]
 #[message(gpu, type_id = 0x5001)]
@@ -610,9 +615,9 @@ async fn relaunch_under_same_name(backend: Setup) {
 
 macro_rules! conformance {
     ($mod_name:ident, $backend:expr) => {
-        conformance!($mod_name, $backend, 10_000, 1_000_000);
+        conformance!($mod_name, $backend, 10_000, 1_000_000, 60);
     };
-    ($mod_name:ident, $backend:expr, $many:expr, $chain:expr) => {
+    ($mod_name:ident, $backend:expr, $many:expr, $chain:expr, $races:expr) => {
         mod $mod_name {
             use super::*;
 
@@ -664,20 +669,28 @@ macro_rules! conformance {
             async fn drop_without_shutdown() {
                 super::drop_without_shutdown($backend.into()).await
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn causal_through_host() {
+                super::clock::causal_through_host($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lifecycle_races() {
+                super::races::lifecycle_races($backend.into(), $races).await
+            }
         }
     };
 }
 
 conformance!(cpu, Backend::Cpu);
 #[cfg(feature = "wgpu")]
-conformance!(wgpu, Backend::Wgpu);
+conformance!(wgpu, Backend::Wgpu, 10_000, 1_000_000, 20);
 // The CUDA backend on a GPU (skips without one, fails under RINGKERNEL_REQUIRE_CUDA=1), and its
 // host emulation: the same generated kernels as C on host threads, which CI always runs. A
 // persistent kernel holds a block and a stream for its life: 100 kernels, not 10,000.
 #[cfg(feature = "cuda")]
-conformance!(cuda, Backend::Cuda, 100, 1_000_000);
+conformance!(cuda, Backend::Cuda, 100, 1_000_000, 20);
 #[cfg(feature = "cuda")]
-conformance!(cuda_emulated, Setup { backend: Backend::Cuda, emulate: true }, 100, 1_000_000);
+conformance!(cuda_emulated, Setup { backend: Backend::Cuda, emulate: true }, 100, 1_000_000, 20);
 
 /// rkyv payloads through request/reply (CPU handlers only: WGSL reads the GPU word layout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,7 +149,7 @@ fn on_Every(m: Every) { rk_reply_Every(m); }
     let n = ringkernel::message::encode(&sample(20), &meta, &mut bytes).unwrap();
     let h_len_word = 64 + 4 * (1 + 1 + 1 + 2 + 2 + 3 + 4 + 1); // Every.h's length word
     bytes[h_len_word..h_len_word + 4].copy_from_slice(&1_000_000u32.to_le_bytes());
-    assert!(k.cell().push_input_bytes(&bytes[..n]));
+    assert_eq!(k.cell().push_input_bytes(&bytes[..n]), ringkernel::runtime::InputPush::Pushed);
     assert_eq!(k.call::<_, Ping>(Ping { n: 1 }).await.unwrap(), Ping { n: 2 }, "the kernel keeps serving");
     let st = k.status();
     assert!(st.last_error.as_deref().unwrap_or("").contains("malformed"), "{st:?}");

@@ -10,6 +10,7 @@ use super::handle::RawMessage;
 use super::options::LaunchOptions;
 use super::reply::ReplyTable;
 use super::state::KernelState;
+use crate::admission::AdmissionGate;
 use crate::control_block::ControlBlock;
 use crate::hlc::HlcClock;
 use crate::message::KernelId;
@@ -24,6 +25,19 @@ use tokio::sync::Notify;
 pub trait Doorbell: Send + Sync {
     /// Called after new input (or a lifecycle request) is published for the kernel.
     fn ring(&self);
+}
+
+/// What happened to a push into a kernel's input queue ([`KernelCell::try_push_input`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputPush {
+    /// In the queue; the kernel will handle it or hand it back.
+    Pushed,
+    /// The queue is full: nothing was written (backpressure).
+    Full,
+    /// The kernel stopped taking messages (terminating or terminated): nothing was written.
+    Closed,
+    /// The bytes are larger than a slot of this queue: nothing was written.
+    TooLarge,
 }
 
 /// Async wake-up for host tasks waiting on a condition that kernels change (output available,
@@ -99,6 +113,12 @@ pub struct KernelCell {
     pub input_waiters: Waiters,
     /// Woken on lifecycle changes (terminated, failed).
     pub lifecycle_waiters: Waiters,
+    /// The send ↔ terminate handshake: every push into `input` is admitted here, and
+    /// `terminate` closes it before the executor may finish (see [`crate::admission`]).
+    admission: AdmissionGate,
+    /// Outputs written after `terminate` found the output queue full (see `try_push_output`).
+    overflow: Mutex<std::collections::VecDeque<Vec<u8>>>,
+    overflowing: core::sync::atomic::AtomicBool,
     def: Option<Arc<KernelDef>>,
     options: LaunchOptions,
     doorbell: OnceLock<Arc<dyn Doorbell>>,
@@ -145,6 +165,9 @@ impl KernelCell {
             output_waiters: Waiters::default(),
             input_waiters: Waiters::default(),
             lifecycle_waiters: Waiters::default(),
+            admission: AdmissionGate::new(),
+            overflow: Mutex::default(),
+            overflowing: core::sync::atomic::AtomicBool::new(false),
             def,
             options,
             doorbell: OnceLock::new(),
@@ -224,9 +247,9 @@ impl KernelCell {
         self.returned.lock().unwrap_or_else(|e| e.into_inner()).push(m);
     }
 
-    /// Takes the messages kept by [`KernelCell::return_message`].
-    pub fn take_returned(&self) -> Vec<RawMessage> {
-        core::mem::take(&mut *self.returned.lock().unwrap_or_else(|e| e.into_inner()))
+    /// The messages kept by [`KernelCell::return_message`] (every terminate report lists them).
+    pub fn returned(&self) -> Vec<RawMessage> {
+        self.returned.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Checks that this kernel can take a message of type `type_id` right now.
@@ -249,41 +272,131 @@ impl KernelCell {
         }
     }
 
-    /// Pushes an already-encoded envelope into the input queue; `false` if full.
+    /// Pushes a message into the input queue through the admission gate: `write` encodes it into
+    /// the claimed slot. On success the message counts as in flight and the doorbell rings.
+    ///
+    /// This is the only way senders (host handles, K2K from executors, GPU agents routing a
+    /// device kernel's output) put messages into a kernel's input queue: once
+    /// [`KernelCell::close_input`] has returned, it answers [`InputPush::Closed`], so a message
+    /// that was pushed is always handled or handed back by the kernel's terminate.
     #[inline]
-    pub fn push_input_bytes(&self, bytes: &[u8]) -> bool {
-        let pushed = self
-            .input
-            .try_push_with(|slot| {
-                slot[..bytes.len()].copy_from_slice(bytes);
-                Ok::<_, ()>(bytes.len())
-            })
-            .ok()
-            .flatten()
-            .is_some();
-        if pushed {
-            self.control.add_in_flight(1);
-            self.ring();
+    pub fn try_push_input<E>(
+        &self,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> core::result::Result<InputPush, E> {
+        let Some(admitted) = self.admission.enter() else {
+            return Ok(InputPush::Closed);
+        };
+        if self.input.try_push_with(write)?.is_none() {
+            return Ok(InputPush::Full);
         }
-        pushed
+        // Counted while admitted: once `close_input` returns, the in-flight count is final.
+        self.control.add_in_flight(1);
+        drop(admitted);
+        self.ring();
+        Ok(InputPush::Pushed)
     }
 
-    /// Pushes an encoded envelope into the output queue; `false` if full.
+    /// Pushes an already-encoded envelope into the input queue (see [`KernelCell::try_push_input`]).
+    /// Bytes that do not fit a slot are refused with [`InputPush::TooLarge`], never truncated.
+    #[inline]
+    pub fn push_input_bytes(&self, bytes: &[u8]) -> InputPush {
+        if bytes.len() > self.input.slot_size() as usize {
+            return InputPush::TooLarge;
+        }
+        self.try_push_input(|slot| {
+            slot[..bytes.len()].copy_from_slice(bytes);
+            Ok::<_, core::convert::Infallible>(bytes.len())
+        })
+        .unwrap_or_else(|never| match never {})
+    }
+
+    /// Closes the input queue for good and waits until every sender already admitted has
+    /// pushed: afterwards nothing new enters the queue. `terminate` calls this before it asks the
+    /// kernel to finish, which is what makes "drained" final.
+    pub fn close_input(&self) {
+        self.admission.close();
+    }
+
+    /// Whether [`KernelCell::close_input`] has been called.
+    pub fn input_closed(&self) -> bool {
+        self.admission.is_closed()
+    }
+
+    /// The error a sender gets when the kernel stopped taking messages.
+    pub fn not_accepting(&self) -> Error {
+        Error::NotAccepting { kernel: self.name.clone(), state: self.state() }
+    }
+
+    /// Pushes an encoded envelope into the output queue; `false` if full (see
+    /// [`KernelCell::try_push_output`]).
     #[inline]
     pub fn push_output_bytes(&self, bytes: &[u8]) -> bool {
-        let pushed = self
-            .output
-            .try_push_with(|slot| {
-                slot[..bytes.len()].copy_from_slice(bytes);
-                Ok::<_, ()>(bytes.len())
-            })
-            .ok()
-            .flatten()
-            .is_some();
-        if pushed {
-            self.output_waiters.notify();
+        if bytes.len() > self.output.slot_size() as usize {
+            return false;
         }
-        pushed
+        self.try_push_output(|slot| {
+            slot[..bytes.len()].copy_from_slice(bytes);
+            Ok::<_, core::convert::Infallible>(bytes.len())
+        })
+        .unwrap_or_else(|never| match never {})
+    }
+
+    /// Writes an output message (`write` encodes it); `Ok(false)` if the output queue is full.
+    ///
+    /// Once the kernel is asked to terminate, a full output queue no longer holds the kernel up:
+    /// further outputs wait, in order, in an overflow list behind the queue that
+    /// [`KernelCell::pop_output`] reads after it. So `terminate` finishes whether or not anybody
+    /// reads the outputs, and none is lost.
+    pub fn try_push_output<E>(
+        &self,
+        mut write: impl FnMut(&mut [u8]) -> core::result::Result<usize, E>,
+    ) -> core::result::Result<bool, E> {
+        // Acquire: pairs with the Release below (a producer that sees overflow in use appends).
+        if !self.overflowing.load(Ordering::Acquire) {
+            if self.output.try_push_with(&mut write)?.is_some() {
+                self.output_waiters.notify();
+                return Ok(true);
+            }
+            if !self.control.terminate_requested() {
+                return Ok(false);
+            }
+        }
+        let mut buf = vec![0u8; self.output.slot_size() as usize];
+        let n = write(&mut buf)?;
+        buf.truncate(n);
+        let mut overflow = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
+        overflow.push_back(buf);
+        // Release: every earlier push into the ring is visible to a reader that sees the flag.
+        self.overflowing.store(true, Ordering::Release);
+        drop(overflow);
+        self.output_waiters.notify();
+        Ok(true)
+    }
+
+    /// Takes the next output message (the queue first, then the overflow behind it).
+    pub fn pop_output<R>(&self, mut read: impl FnMut(&[u8]) -> R) -> Option<R> {
+        // Acquire, and loaded before the ring is looked at: pairs with the Release in
+        // `try_push_output`, so ring items older than the overflow are seen first.
+        let overflowing = self.overflowing.load(Ordering::Acquire);
+        if let Some(r) = self.output.try_pop_with(&mut read) {
+            return Some(r);
+        }
+        if !overflowing {
+            return None;
+        }
+        let bytes = self.overflow.lock().unwrap_or_else(|e| e.into_inner()).pop_front()?;
+        Some(read(&bytes))
+    }
+
+    /// Output messages waiting for the host (queue and overflow).
+    pub fn output_len(&self) -> u32 {
+        let extra = if self.overflowing.load(Ordering::Acquire) {
+            self.overflow.lock().unwrap_or_else(|e| e.into_inner()).len() as u32
+        } else {
+            0
+        };
+        self.output.len() + extra
     }
 }
 
@@ -291,6 +404,8 @@ impl KernelCell {
     /// Stops the kernel at once without draining (runtime dropped without `shutdown`): waiting
     /// calls get an error reply, waiters are woken, the state becomes `Terminated`.
     pub fn abort(&self, reason: &str) {
+        // No sender gets in after this, so no request is pushed after its call was failed below.
+        self.close_input();
         for corr in self.replies.waiting() {
             let header = crate::message::EnvelopeHeader {
                 magic: crate::message::ENVELOPE_MAGIC,

@@ -5,7 +5,7 @@
 //! sending kernel takes no further input until the outbox drains: backpressure travels upstream,
 //! and nothing is dropped.
 
-use super::cell::{Directory, KernelCell};
+use super::cell::{Directory, InputPush, KernelCell};
 use super::handle::ErrorReply;
 use super::reply::Delivery;
 use super::state::KernelState;
@@ -88,8 +88,13 @@ impl ExecLocal {
                 }
             }
             Some(t) => {
-                if !(self.outbox.is_empty() && t.push_input_bytes(bytes)) {
-                    self.outbox.push_back(Outgoing { route: Route::Kernel(t), bytes: bytes.to_vec() });
+                let pushed = if self.outbox.is_empty() { t.push_input_bytes(bytes) } else { InputPush::Full };
+                match pushed {
+                    InputPush::Pushed => {}
+                    InputPush::Full => {
+                        self.outbox.push_back(Outgoing { route: Route::Kernel(t), bytes: bytes.to_vec() })
+                    }
+                    InputPush::Closed | InputPush::TooLarge => keep_undeliverable(cell, &t, bytes, pushed),
                 }
             }
         }
@@ -257,21 +262,25 @@ impl<'a> Context<'a> {
     }
 
     fn push_or_queue<M: RingMessage>(&mut self, route: Route, msg: &M, meta: &EnvelopeMeta) -> Result<()> {
-        let ring = match &route {
-            Route::Kernel(c) => &c.input,
-            Route::HostOutput => &self.cell.output,
+        let slot_size = match &route {
+            Route::Kernel(c) => c.input.slot_size(),
+            Route::HostOutput => self.cell.output.slot_size(),
         };
         if self.local.outbox.is_empty() {
-            match ring.try_push_with(|slot| encode(msg, meta, slot)) {
-                Ok(Some(())) => {
-                    after_push(self.cell, &route);
-                    return Ok(());
+            match &route {
+                Route::Kernel(c) => match c.try_push_input(|slot| encode(msg, meta, slot))? {
+                    InputPush::Pushed => return Ok(()),
+                    InputPush::Full => {}
+                    InputPush::Closed | InputPush::TooLarge => return Err(c.not_accepting()),
+                },
+                Route::HostOutput => {
+                    if self.cell.try_push_output(|slot| encode(msg, meta, slot))? {
+                        return Ok(());
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => return Err(e.into()),
             }
         }
-        let mut bytes = vec![0u8; ring.slot_size() as usize];
+        let mut bytes = vec![0u8; slot_size as usize];
         let n = encode(msg, meta, &mut bytes)?;
         bytes.truncate(n);
         self.local.outbox.push_back(Outgoing { route, bytes });
@@ -279,13 +288,19 @@ impl<'a> Context<'a> {
     }
 }
 
-fn after_push(me: &KernelCell, route: &Route) {
-    match route {
-        Route::Kernel(c) => {
-            c.control.add_in_flight(1);
-            c.ring();
-        }
-        Route::HostOutput => me.output_waiters.notify(),
+/// A K2K envelope whose target stopped taking messages (or whose slots are too small for it):
+/// recorded on the sending kernel and kept for its terminate report, never dropped.
+fn keep_undeliverable(cell: &KernelCell, target: &KernelCell, bytes: &[u8], why: InputPush) {
+    let detail = match why {
+        InputPush::TooLarge => "does not fit the target's input slots",
+        _ => "found the target stopped",
+    };
+    cell.record_error(
+        crate::control_block::ErrorCode::QueueFull,
+        format!("a K2K message from {} to {} {detail}; it is kept", cell.name(), target.name()),
+    );
+    if let Ok(raw) = super::handle::RawMessage::from_bytes(bytes) {
+        cell.return_message(raw);
     }
 }
 
@@ -336,28 +351,20 @@ pub(crate) fn fail_request(
 /// Tries to move outbox entries into their target queues; returns `true` when it is empty.
 pub(crate) fn flush_outbox(cell: &KernelCell, local: &mut ExecLocal) -> bool {
     while let Some(front) = local.outbox.front() {
-        let stopped_target = match &front.route {
-            Route::Kernel(t) if !t.state().accepts_messages() => Some(t.name().to_string()),
-            _ => None,
-        };
-        if let Some(target) = stopped_target {
-            // The target stopped; keep the message for our own terminate() to return.
-            let o = local.outbox.pop_front().expect("front exists");
-            cell.record_error(
-                crate::control_block::ErrorCode::QueueFull,
-                format!("K2K target {target} stopped with a message pending from {}", cell.name()),
-            );
-            if let Ok(raw) = super::handle::RawMessage::from_bytes(&o.bytes) {
-                cell.return_message(raw);
+        match &front.route {
+            Route::Kernel(t) => match t.push_input_bytes(&front.bytes) {
+                InputPush::Pushed => {}
+                InputPush::Full => return false,
+                why @ (InputPush::Closed | InputPush::TooLarge) => {
+                    // The target stopped; keep the message for our own terminate() to return.
+                    keep_undeliverable(cell, t, &front.bytes, why);
+                }
+            },
+            Route::HostOutput => {
+                if !cell.push_output_bytes(&front.bytes) {
+                    return false;
+                }
             }
-            continue;
-        }
-        let ok = match &front.route {
-            Route::Kernel(t) => t.push_input_bytes(&front.bytes),
-            Route::HostOutput => cell.push_output_bytes(&front.bytes),
-        };
-        if !ok {
-            return false;
         }
         local.outbox.pop_front();
     }

@@ -2,7 +2,7 @@
 //!
 //! The handle works on the shared [`KernelCell`] only, so it is the same for every backend.
 
-use super::cell::{Directory, KernelCell};
+use super::cell::{Directory, InputPush, KernelCell};
 use super::reply::Ticket;
 use super::state::KernelState;
 use crate::control_block::{ControlBlock, ErrorCode};
@@ -49,6 +49,40 @@ impl RawMessage {
     pub fn timestamp(&self) -> HlcTimestamp {
         HlcTimestamp::from_packed(self.header.hlc, self.header.hlc_node)
     }
+}
+
+/// What the host learns about a received message besides its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedMeta {
+    /// The sending kernel's timestamp (the host clock has merged it).
+    pub timestamp: HlcTimestamp,
+    /// The kernel that wrote the message.
+    pub source: KernelId,
+    /// The request it answers (0: not a reply to a `call`).
+    pub correlation_id: u64,
+    /// The message's id (0 where the sender did not number it).
+    pub message_id: u64,
+}
+
+impl ReceivedMeta {
+    fn of(h: &EnvelopeHeader) -> Self {
+        Self {
+            timestamp: HlcTimestamp::from_packed(h.hlc, h.hlc_node),
+            source: KernelId(h.source),
+            correlation_id: h.correlation_id,
+            message_id: h.message_id,
+        }
+    }
+}
+
+/// A message taken off a kernel's output, with its envelope's metadata
+/// ([`KernelHandle::receive_envelope`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received<M> {
+    /// The message.
+    pub message: M,
+    /// Its envelope's metadata.
+    pub meta: ReceivedMeta,
 }
 
 /// Payload of an error reply: UTF-8 text (type id reserved by the runtime).
@@ -214,7 +248,7 @@ impl KernelHandle {
             messages_processed: c.messages_processed(),
             messages_in_flight: c.messages_in_flight(),
             input_queue_depth: self.cell.input.len(),
-            output_queue_depth: self.cell.output.len(),
+            output_queue_depth: self.cell.output_len(),
             last_error: self.cell.last_error(),
             last_error_code: c.last_error(),
             error_count: c.error_count(),
@@ -251,14 +285,14 @@ impl KernelHandle {
             }) => {}
             Err(e) => return Err(e),
         }
+        // Every sender already admitted finishes its push before the kernel is asked to finish,
+        // and none is admitted afterwards: what was accepted is handled or handed back.
+        self.cell.close_input();
         self.cell.control.request_terminate();
         self.cell.ring();
         let c = &self.cell.control;
         self.cell.lifecycle_waiters.wait_until(|| c.is_terminated().then_some(())).await;
-        Ok(TerminateReport {
-            messages_processed: c.messages_processed(),
-            returned: self.cell.take_returned(),
-        })
+        Ok(TerminateReport { messages_processed: c.messages_processed(), returned: self.cell.returned() })
     }
 
     fn meta(&self, correlation_id: u64) -> EnvelopeMeta {
@@ -271,18 +305,15 @@ impl KernelHandle {
         }
     }
 
-    /// Encodes into the input queue: Ok(true) pushed, Ok(false) full.
+    /// Encodes into the input queue: Ok(true) pushed, Ok(false) full; a kernel that stopped
+    /// taking messages meanwhile is [`Error::NotAccepting`].
     #[inline]
     fn push<M: RingMessage>(&self, msg: &M, correlation_id: u64) -> Result<bool> {
         let meta = self.meta(correlation_id);
-        match self.cell.input.try_push_with(|slot| encode(msg, &meta, slot)) {
-            Ok(Some(())) => {
-                self.cell.control.add_in_flight(1);
-                self.cell.ring();
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(e) => Err(e.into()),
+        match self.cell.try_push_input(|slot| encode(msg, &meta, slot))? {
+            InputPush::Pushed => Ok(true),
+            InputPush::Full => Ok(false),
+            InputPush::Closed | InputPush::TooLarge => Err(self.cell.not_accepting()),
         }
     }
 
@@ -323,15 +354,26 @@ impl KernelHandle {
     /// Takes the next output message if there is one. A message of another type is handed back
     /// inside [`Error::UnexpectedMessage`].
     pub fn try_receive<M: RingMessage>(&self) -> Result<Option<M>> {
-        let r = self.cell.output.try_pop_with(|bytes| -> Result<M> {
+        Ok(self.try_receive_envelope::<M>()?.map(|r| r.message))
+    }
+
+    /// Like [`KernelHandle::try_receive`], with the envelope's metadata (timestamp, source,
+    /// correlation id).
+    ///
+    /// Every message the host takes off a kernel's output (here, in `receive`, and the replies
+    /// and error replies of `call`) is merged into the host's clock, so whatever the host sends
+    /// afterwards is stamped later than everything it has seen.
+    pub fn try_receive_envelope<M: RingMessage>(&self) -> Result<Option<Received<M>>> {
+        let r = self.cell.pop_output(|bytes| -> Result<Received<M>> {
             let (header, payload) = decode_header(bytes)?;
+            self.dir.host_clock.observe_trusted(header.hlc);
             if header.type_id != M::message_type() {
                 return Err(Error::UnexpectedMessage {
                     expected: M::type_name(),
                     message: Box::new(RawMessage { header, payload: payload.to_vec() }),
                 });
             }
-            Ok(M::decode_payload(payload)?)
+            Ok(Received { message: M::decode_payload(payload)?, meta: ReceivedMeta::of(&header) })
         });
         r.transpose()
     }
@@ -339,18 +381,23 @@ impl KernelHandle {
     /// Takes the next output message, waiting for one. Fails once the kernel has stopped and its
     /// output is empty.
     pub async fn receive<M: RingMessage>(&self) -> Result<M> {
+        Ok(self.receive_envelope::<M>().await?.message)
+    }
+
+    /// Like [`KernelHandle::receive`], with the envelope's metadata.
+    pub async fn receive_envelope<M: RingMessage>(&self) -> Result<Received<M>> {
         let cell = &*self.cell;
         loop {
-            if let Some(m) = self.try_receive::<M>()? {
+            if let Some(m) = self.try_receive_envelope::<M>()? {
                 return Ok(m);
             }
             let state = cell.state();
-            if matches!(state, KernelState::Terminated | KernelState::Failed) && cell.output.is_empty() {
+            if matches!(state, KernelState::Terminated | KernelState::Failed) && cell.output_len() == 0 {
                 return Err(Error::NotAccepting { kernel: cell.name().to_string(), state });
             }
             cell.output_waiters
                 .wait_until(|| {
-                    (!cell.output.is_empty()
+                    (cell.output_len() > 0
                         || matches!(cell.state(), KernelState::Terminated | KernelState::Failed))
                     .then_some(())
                 })
@@ -403,6 +450,8 @@ impl KernelHandle {
         };
         guard.done = true;
         let (header, payload) = decode_header(&bytes)?;
+        // Replies and error replies alike: the host has now seen the kernel's clock.
+        self.dir.host_clock.observe_trusted(header.hlc);
         if header.flags & FLAG_ERROR_REPLY != 0 {
             let detail = String::from_utf8_lossy(payload).into_owned();
             return Err(if header.flags & FLAG_KERNEL_FAILED != 0 {

@@ -16,7 +16,7 @@ mod options;
 mod reply;
 mod state;
 
-pub use cell::{Directory, Doorbell, KernelCell, Waiters};
+pub use cell::{Directory, Doorbell, InputPush, KernelCell, Waiters};
 pub use context::{Context, ExecLocal, Target};
 #[doc(hidden)]
 pub use definition::inventory;
@@ -25,7 +25,9 @@ pub use definition::{
     KernelDef, KernelRegistration,
 };
 pub use exec::{HostExecutor, RunOutcome};
-pub use handle::{ErrorReply, KernelHandle, KernelStatus, RawMessage, TerminateReport, TrySendError};
+pub use handle::{
+    ErrorReply, KernelHandle, KernelStatus, RawMessage, Received, ReceivedMeta, TerminateReport, TrySendError,
+};
 pub use options::{Backend, LaunchOptions, RestartPolicy};
 pub use reply::{Delivery, ReplyTable, Ticket};
 pub use state::KernelState;
