@@ -6,6 +6,7 @@
 use crate::wgsl::{err, WgslType};
 use ringkernel_core::gpu::GpuType;
 use ringkernel_core::message::RingMessage;
+use ringkernel_core::runtime::{payload_check, PayloadCheck};
 use std::any::TypeId;
 use std::collections::HashMap;
 
@@ -16,6 +17,8 @@ pub struct ProgramSpec {
     init_state: Vec<u32>,
     messages: Vec<(WgslType, TypeId, &'static str)>,
     handled: Vec<u64>,
+    /// The payload check of each handled type.
+    checks: Vec<(u64, PayloadCheck)>,
     routes: Vec<String>,
     error_texts: HashMap<u32, String>,
 }
@@ -35,6 +38,7 @@ impl ProgramSpec {
             init_state,
             messages: Vec::new(),
             handled: Vec::new(),
+            checks: Vec::new(),
             routes: Vec::new(),
             error_texts: HashMap::new(),
         }
@@ -52,7 +56,14 @@ impl ProgramSpec {
         self.add_message::<M>();
         if !self.handled.contains(&M::message_type()) {
             self.handled.push(M::message_type());
+            self.checks.push((M::message_type(), payload_check::<M>));
         }
+    }
+
+    /// The payload check of a handled type (see `GpuProgram::payload_check`).
+    #[must_use]
+    pub fn payload_check(&self, type_id: u64) -> Option<PayloadCheck> {
+        self.checks.iter().find(|c| c.0 == type_id).map(|c| c.1)
     }
 
     /// Adds a K2K route to the kernel named `target` (its index is the number of routes before).

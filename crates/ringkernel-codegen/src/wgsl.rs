@@ -422,6 +422,7 @@ pub fn emit_wgsl_kernel(spec: &WgslKernelSpec<'_>) -> Result<String, WgslGenErro
         let _ = writeln!(
             out,
             "    if (all(rk_cur_type == RK_TYPE_{name})) {{\n        \
+             if (rk_bad || n < RK_FIXED_{name}) {{ rk_error(RK_ERR_MALFORMED); return; }}\n        \
              let m = rk_read_{name}(p, n);\n        \
              if (rk_bad) {{ rk_error(RK_ERR_MALFORMED); }} else {{ on_{name}(m); }}\n        \
              return;\n    }}"

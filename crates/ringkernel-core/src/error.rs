@@ -78,6 +78,19 @@ pub enum Error {
     /// The input queue is full (non-blocking send).
     #[error("input queue of kernel {0:?} is full")]
     QueueFull(String),
+    /// An envelope is larger than the kernel's input slots (`LaunchOptions::max_message_bytes`).
+    #[error("a {len}-byte envelope does not fit kernel {kernel:?}'s input slots of {max} bytes")]
+    Oversized {
+        /// Kernel name.
+        kernel: String,
+        /// Envelope length.
+        len: usize,
+        /// Slot size.
+        max: usize,
+    },
+    /// A launch option is out of range.
+    #[error("invalid launch options: {0}")]
+    InvalidOptions(String),
     /// The kernel does not accept messages in its current state.
     #[error("kernel {kernel:?} does not accept messages while {state:?}")]
     NotAccepting {

@@ -11,7 +11,7 @@ use ringkernel_codegen::program::ProgramSpec;
 use ringkernel_codegen::wgsl::err;
 use ringkernel_core::gpu::GpuType;
 use ringkernel_core::message::RingMessage;
-use ringkernel_core::runtime::GpuProgram;
+use ringkernel_core::runtime::{GpuProgram, PayloadCheck};
 use std::any::{Any, TypeId};
 use std::sync::OnceLock;
 
@@ -156,6 +156,9 @@ impl GpuProgram for CudaProgram {
     }
     fn handled_types(&self) -> Vec<(u64, TypeId, &'static str)> {
         self.spec.handled_types()
+    }
+    fn payload_check(&self, type_id: u64) -> Option<PayloadCheck> {
+        self.spec.payload_check(type_id)
     }
     fn as_any(&self) -> &dyn Any {
         self

@@ -10,7 +10,7 @@ use ringkernel_codegen::program::ProgramSpec;
 use ringkernel_codegen::wgsl::{emit_wgsl_kernel, err, WgslKernelSpec};
 use ringkernel_core::gpu::GpuType;
 use ringkernel_core::message::RingMessage;
-use ringkernel_core::runtime::GpuProgram;
+use ringkernel_core::runtime::{GpuProgram, PayloadCheck};
 use std::any::{Any, TypeId};
 use std::sync::OnceLock;
 
@@ -129,7 +129,10 @@ impl WgslProgram {
     #[must_use]
     pub fn describe_error(&self, code: u32) -> String {
         self.spec.describe_error(code, "WGSL").unwrap_or_else(|| match code {
-            err::MALFORMED => "malformed message: a slice lies outside the payload".into(),
+            err::MALFORMED => {
+                "malformed message (the payload is not whole words, misses fixed fields, or a slice lies outside it)"
+                    .into()
+            }
             err::TOO_MANY_SENDS => format!(
                 "the handler sent more messages to one destination than max_sends ({}) allows",
                 self.max_sends
@@ -163,6 +166,9 @@ impl GpuProgram for WgslProgram {
     }
     fn handled_types(&self) -> Vec<(u64, TypeId, &'static str)> {
         self.spec.handled_types()
+    }
+    fn payload_check(&self, type_id: u64) -> Option<PayloadCheck> {
+        self.spec.payload_check(type_id)
     }
     fn as_any(&self) -> &dyn Any {
         self

@@ -313,7 +313,7 @@ fn bench_throughput(c: &mut Criterion) {
                 loop {
                     match k.try_send(m) {
                         Ok(()) => break,
-                        Err(TrySendError::Full(back)) => {
+                        Err(TrySendError::Full { message: back, .. }) => {
                             m = back;
                             std::hint::spin_loop();
                         }

@@ -278,6 +278,7 @@ impl RingKernel {
         if inner.shut_down.load(Ordering::Acquire) {
             return Err(Error::ShutDown);
         }
+        options.validate()?;
         let (def, known) = {
             let mut cat = inner.catalog.lock().unwrap_or_else(|e| e.into_inner());
             let def = cat.get(name);

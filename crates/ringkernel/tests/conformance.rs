@@ -13,6 +13,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 #[path = "conformance/clock.rs"]
 mod clock;
+#[path = "conformance/hostile.rs"]
+mod hostile;
 #[path = "conformance/races.rs"]
 mod races;
 
@@ -367,11 +369,14 @@ async fn backpressure(backend: Setup) {
         k.try_send(Num { seq: i, value: 1 }).unwrap();
     }
     match k.try_send(Num { seq: 99, value: 42 }) {
-        Err(TrySendError::Full(m)) => {
-            assert_eq!(m, Num { seq: 99, value: 42 }, "full queue hands the message back")
+        Err(e @ TrySendError::Full { .. }) => {
+            assert!(e.to_string().contains("\"bp\""), "the error names the kernel: {e}");
+            assert_eq!(e.into_message(), Num { seq: 99, value: 42 }, "full queue hands the message back")
         }
         other => panic!("expected Full, got {other:?}"),
     }
+    let e: Error = k.try_send(Num { seq: 99, value: 42 }).unwrap_err().into();
+    assert!(matches!(&e, Error::QueueFull(name) if name == "bp"), "{e}");
     // A blocking send waits until there is room.
     let k2 = k.clone();
     let waiter = tokio::spawn(async move { k2.send(Num { seq: 4, value: 1 }).await });
@@ -672,6 +677,18 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn causal_through_host() {
                 super::clock::causal_through_host($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hostile_bytes() {
+                super::hostile::hostile_bytes($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hostile_bytes_random() {
+                super::hostile::hostile_bytes_random($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn launch_options_out_of_range() {
+                super::hostile::launch_options_out_of_range($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn lifecycle_races() {

@@ -194,9 +194,11 @@ RK_DEVICE uint8_t* rk_ring_push_single(rk_ring* r, uint32_t* pos_out) {
     return r->data + (uint64_t)(pos & r->mask) * r->slot_size;
 }
 
-// HLC merge: max(local + 1, remote + 1, wall << 12), on packed words.
+// HLC merge: max(local + 1, remote + 1, wall << 12), on packed words. Saturates at the largest
+// packed value (as ringkernel-core's HlcClock does): a clock never wraps and runs backwards.
 RK_DEVICE uint64_t rk_hlc_merge(uint64_t local, uint64_t remote) {
-    uint64_t next = (local > remote ? local : remote) + 1u;
+    uint64_t top = local > remote ? local : remote;
+    uint64_t next = top == 0xFFFFFFFFFFFFFFFFull ? top : top + 1u;
     uint64_t wall = rk_now_us() << RK_HLC_SHIFT;
     return next > wall ? next : wall;
 }

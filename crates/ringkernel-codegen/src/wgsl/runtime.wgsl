@@ -92,8 +92,11 @@ fn rk_wall_packed() -> vec2<u32> {
     let hi = rk_mem[RK_G_NOW_HI];
     return vec2<u32>(lo << 12u, (hi << 12u) | (lo >> 20u));
 }
+// One logical step, saturating at the largest packed value (as ringkernel-core's HlcClock does):
+// a clock never wraps and runs backwards.
 fn rk_tick() -> vec2<u32> {
-    rk_hlc = rk_max64(rk_add64(rk_hlc, vec2<u32>(1u, 0u)), rk_wall_packed());
+    let top = all(rk_hlc == vec2<u32>(0xFFFFFFFFu, 0xFFFFFFFFu));
+    rk_hlc = rk_max64(select(rk_add64(rk_hlc, vec2<u32>(1u, 0u)), rk_hlc, top), rk_wall_packed());
     return rk_hlc;
 }
 fn rk_observe(remote: vec2<u32>) {
@@ -253,9 +256,12 @@ fn rk_run_queue() {
         rk_cur_hlc = vec2<u32>(rk_mem[s + RK_ENV_HLC], rk_mem[s + RK_ENV_HLC + 1u]);
         rk_cur_source = rk_mem[s + RK_ENV_SOURCE];
         rk_replied = false;
-        rk_bad = false;
         rk_observe(rk_cur_hlc);
-        let n = min(rk_mem[s + RK_ENV_PAYLOAD_LEN] / 4u, slot_words - RK_ENVELOPE_WORDS);
+        let len = rk_mem[s + RK_ENV_PAYLOAD_LEN];
+        let n = min(len / 4u, slot_words - RK_ENVELOPE_WORDS);
+        // A payload of whole words that fits the slot, or the handler never sees it (rk_dispatch
+        // also checks the message type's fixed part is there).
+        rk_bad = (len & 3u) != 0u || len / 4u > slot_words - RK_ENVELOPE_WORDS;
         rk_dispatch(s + RK_ENVELOPE_WORDS, n);
         if (!rk_failed && !rk_replied && any(rk_cur_corr != vec2<u32>(0u, 0u))) {
             rk_error(RK_ERR_NO_REPLY);

@@ -63,6 +63,9 @@ pub enum QueueConfigError {
     /// Slot size is not a positive multiple of 16 bytes.
     #[error("slot size {0} is not a positive multiple of 16 bytes")]
     SlotSize(u64),
+    /// The allocator could not provide the ring's memory.
+    #[error("cannot allocate {0} bytes for a queue")]
+    OutOfMemory(usize),
     /// The memory region is too small or misaligned for the requested geometry.
     #[error("memory region of {len} bytes at alignment {align} cannot hold {needed} bytes aligned to 128")]
     Region {

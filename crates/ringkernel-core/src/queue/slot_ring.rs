@@ -436,7 +436,7 @@ impl SlotRing {
             .map_err(|_| QueueConfigError::Capacity(capacity as u64))?;
         // SAFETY: layout has non-zero size (the header alone is 384 bytes).
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(region) = NonNull::new(ptr) else { std::alloc::handle_alloc_error(layout) };
+        let Some(region) = NonNull::new(ptr) else { return Err(QueueConfigError::OutOfMemory(bytes)) };
         // SAFETY: freshly allocated, exclusively owned, `bytes` long and 128-aligned; it lives
         // until Drop, which outlives `raw`.
         let raw = unsafe { RawSlotRing::init(region, bytes, capacity, slot_size) }?;

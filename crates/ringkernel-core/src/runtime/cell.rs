@@ -98,7 +98,7 @@ impl core::fmt::Debug for Waiters {
 /// Shared per-kernel structure (see the module docs).
 pub struct KernelCell {
     id: KernelId,
-    name: String,
+    name: Arc<str>,
     /// Lifecycle flags and counters.
     pub control: ControlBlock,
     /// Input queue: host and K2K senders push, the kernel pops.
@@ -139,6 +139,7 @@ impl KernelCell {
         options: LaunchOptions,
         known_kernels: Vec<String>,
     ) -> Result<Self> {
+        options.validate()?;
         let input = SlotRing::new(options.input_capacity, options.slot_size())?;
         Self::with_input(id, name, def, options, known_kernels, input)
     }
@@ -153,11 +154,12 @@ impl KernelCell {
         known_kernels: Vec<String>,
         input: SlotRing,
     ) -> Result<Self> {
+        options.validate()?;
         let slot = options.slot_size();
         let output = SlotRing::new(options.output_capacity, slot)?;
         Ok(Self {
             id,
-            name: name.to_string(),
+            name: Arc::from(name),
             control: ControlBlock::for_kernel(id.0, input.capacity(), output.capacity()),
             input,
             output,
@@ -187,6 +189,11 @@ impl KernelCell {
     #[inline]
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Kernel name, shared (for errors that hand it out without allocating).
+    pub fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
     }
 
     /// The kernel's definition (`None` if launched without a registered handler).
@@ -223,7 +230,7 @@ impl KernelCell {
         loop {
             let from = self.state();
             if !from.can_go_to(to) {
-                return Err(Error::InvalidTransition { kernel: self.name.clone(), from, to });
+                return Err(Error::InvalidTransition { kernel: self.name.to_string(), from, to });
             }
             if self.control.transition(from.code(), to.code()).is_ok() {
                 return Ok(from);
@@ -256,14 +263,15 @@ impl KernelCell {
     pub fn check_accepts(&self, type_id: u64, type_name: &str) -> Result<()> {
         let state = self.state();
         if !state.accepts_messages() {
-            return Err(Error::NotAccepting { kernel: self.name.clone(), state });
+            return Err(Error::NotAccepting { kernel: self.name.to_string(), state });
         }
         match &self.def {
-            None => {
-                Err(Error::NoHandler { kernel: self.name.clone(), registered: self.known_kernels.clone() })
-            }
+            None => Err(Error::NoHandler {
+                kernel: self.name.to_string(),
+                registered: self.known_kernels.clone(),
+            }),
             Some(d) if !d.handles(type_id) => Err(Error::UnknownMessageType {
-                kernel: self.name.clone(),
+                kernel: self.name.to_string(),
                 type_id,
                 type_name: type_name.to_string(),
                 accepted: d.accepted(),
@@ -297,8 +305,11 @@ impl KernelCell {
         Ok(InputPush::Pushed)
     }
 
-    /// Pushes an already-encoded envelope into the input queue (see [`KernelCell::try_push_input`]).
-    /// Bytes that do not fit a slot are refused with [`InputPush::TooLarge`], never truncated.
+    /// Pushes an envelope the runtime itself encoded (K2K, a GPU kernel's output routed by its
+    /// backend) into the input queue (see [`KernelCell::try_push_input`]). It does not validate:
+    /// bytes from anywhere else go through
+    /// [`KernelHandle::try_send_bytes`](super::KernelHandle::try_send_bytes). Bytes that do not
+    /// fit a slot are refused with [`InputPush::TooLarge`], never truncated.
     #[inline]
     pub fn push_input_bytes(&self, bytes: &[u8]) -> InputPush {
         if bytes.len() > self.input.slot_size() as usize {
@@ -325,7 +336,7 @@ impl KernelCell {
 
     /// The error a sender gets when the kernel stopped taking messages.
     pub fn not_accepting(&self) -> Error {
-        Error::NotAccepting { kernel: self.name.clone(), state: self.state() }
+        Error::NotAccepting { kernel: self.name.to_string(), state: self.state() }
     }
 
     /// Pushes an encoded envelope into the output queue; `false` if full (see

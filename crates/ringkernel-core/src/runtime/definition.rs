@@ -5,7 +5,7 @@
 //! [`KernelDef`] values built at run time and passed to the runtime builder.
 
 use super::context::Context;
-use crate::message::{decode_header, EnvelopeHeader, MessageRegistry, RingMessage};
+use crate::message::{decode_header, DecodeError, EnvelopeHeader, MessageRegistry, RingMessage};
 use crate::Error;
 use core::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -66,12 +66,23 @@ type ErasedHandler = dyn Fn(&mut BoxedState, &EnvelopeHeader, &[u8], &mut Contex
     + Send
     + Sync;
 
+/// Checks that a payload decodes as one message type (fixed fields present, slices inside the
+/// payload, valid archive), without handling it: the raw-byte ingress runs it before a message is
+/// queued (see [`super::ingress`]).
+pub type PayloadCheck = fn(&[u8]) -> Result<(), DecodeError>;
+
+/// The [`PayloadCheck`] of message type `M`: its own decoder, result dropped.
+pub fn payload_check<M: RingMessage>(payload: &[u8]) -> Result<(), DecodeError> {
+    M::decode_payload(payload).map(drop)
+}
+
 /// One message type a kernel handles.
 pub struct HandlerEntry {
     /// Message type name.
     pub type_name: &'static str,
     /// Rust type of the message.
     pub rust_type: TypeId,
+    pub(crate) check: PayloadCheck,
     pub(crate) call: Box<ErasedHandler>,
 }
 
@@ -99,6 +110,9 @@ pub trait GpuProgram: Any + Send + Sync {
     fn backend(&self) -> &'static str;
     /// Message types the program handles: type id, Rust type and name.
     fn handled_types(&self) -> Vec<(u64, TypeId, &'static str)>;
+    /// The payload check of a handled type ([`payload_check`] of its Rust type); `None` if the
+    /// program does not handle `type_id`.
+    fn payload_check(&self, type_id: u64) -> Option<PayloadCheck>;
     /// Upcast for downcasting to the concrete program type.
     fn as_any(&self) -> &dyn Any;
 }
@@ -181,7 +195,12 @@ impl KernelDef {
             };
         self.handlers.insert(
             M::message_type(),
-            HandlerEntry { type_name: M::type_name(), rust_type: TypeId::of::<M>(), call: Box::new(call) },
+            HandlerEntry {
+                type_name: M::type_name(),
+                rust_type: TypeId::of::<M>(),
+                check: payload_check::<M>,
+                call: Box::new(call),
+            },
         );
         Ok(self)
     }
@@ -217,6 +236,17 @@ impl KernelDef {
     #[must_use]
     pub fn handles(&self, id: u64) -> bool {
         self.handlers.contains_key(&id) || self.gpu_types.contains_key(&id)
+    }
+
+    /// Checks a payload of type `type_id` the way the kernel's handler will decode it: `None` if
+    /// the kernel does not handle the type.
+    #[must_use]
+    pub fn check_payload(&self, type_id: u64, payload: &[u8]) -> Option<Result<(), DecodeError>> {
+        let check = match self.handlers.get(&type_id) {
+            Some(h) => h.check,
+            None => self.gpu.iter().find_map(|p| p.payload_check(type_id))?,
+        };
+        Some(check(payload))
     }
 
     /// Whether the kernel has CPU handlers (it can run on the CPU backend).

@@ -109,13 +109,18 @@ impl RingMessage for ErrorReply {
     }
 }
 
-/// A non-blocking send that did not happen.
+/// A non-blocking send that did not happen; the message is handed back either way.
 #[derive(Debug, thiserror::Error)]
 pub enum TrySendError<M> {
-    /// The input queue is full; the message is handed back.
-    #[error("input queue is full")]
-    Full(M),
-    /// The kernel refused the message (state, type, encoding); the message is handed back.
+    /// The input queue is full.
+    #[error("input queue of kernel {kernel:?} is full")]
+    Full {
+        /// The kernel's name.
+        kernel: Arc<str>,
+        /// The message.
+        message: M,
+    },
+    /// The kernel refused the message (state, type, encoding).
     #[error("{error}")]
     Rejected {
         /// Why.
@@ -125,10 +130,19 @@ pub enum TrySendError<M> {
     },
 }
 
+impl<M> TrySendError<M> {
+    /// The message that was not sent.
+    pub fn into_message(self) -> M {
+        match self {
+            Self::Full { message, .. } | Self::Rejected { message, .. } => message,
+        }
+    }
+}
+
 impl<M> From<TrySendError<M>> for Error {
     fn from(e: TrySendError<M>) -> Self {
         match e {
-            TrySendError::Full(_) => Error::QueueFull(String::new()),
+            TrySendError::Full { kernel, .. } => Error::QueueFull(kernel.to_string()),
             TrySendError::Rejected { error, .. } => error,
         }
     }
@@ -346,8 +360,38 @@ impl KernelHandle {
         }
         match self.push(&msg, 0) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(TrySendError::Full(msg)),
+            Ok(false) => Err(TrySendError::Full { kernel: self.cell.name_arc(), message: msg }),
             Err(error) => Err(TrySendError::Rejected { error, message: msg }),
+        }
+    }
+
+    /// Queues an encoded envelope that came from outside the runtime (raw bytes: a file, a socket,
+    /// another process), after the runtime's one validation rule set ([`super::ingress`]): a kernel
+    /// on any backend only ever sees valid envelopes. Each violation is a typed error and nothing
+    /// is queued; a full queue is [`Error::QueueFull`] (the bytes stay with the caller).
+    pub fn try_send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        super::ingress::validate(&self.cell, &self.dir.host_clock, bytes)?;
+        match self.cell.push_input_bytes(bytes) {
+            InputPush::Pushed => Ok(()),
+            InputPush::Full => Err(Error::QueueFull(self.cell.name().to_string())),
+            InputPush::Closed | InputPush::TooLarge => Err(self.cell.not_accepting()),
+        }
+    }
+
+    /// [`KernelHandle::try_send_bytes`], waiting while the input queue is full.
+    pub async fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        loop {
+            match self.try_send_bytes(bytes) {
+                Err(Error::QueueFull(_)) => {}
+                r => return r,
+            }
+            let cell = &*self.cell;
+            cell.input_waiters
+                .wait_until(|| {
+                    (cell.input.len() < cell.input.capacity() || !cell.state().accepts_messages())
+                        .then_some(())
+                })
+                .await;
         }
     }
 

@@ -12,6 +12,7 @@ mod definition;
 pub mod device_host;
 mod exec;
 mod handle;
+mod ingress;
 mod options;
 mod reply;
 mod state;
@@ -21,13 +22,13 @@ pub use context::{Context, ExecLocal, Target};
 #[doc(hidden)]
 pub use definition::inventory;
 pub use definition::{
-    BoxedState, DispatchError, GpuProgram, HandlerEntry, HandlerError, HandlerOutput, KernelCatalog,
-    KernelDef, KernelRegistration,
+    payload_check, BoxedState, DispatchError, GpuProgram, HandlerEntry, HandlerError, HandlerOutput,
+    KernelCatalog, KernelDef, KernelRegistration, PayloadCheck,
 };
 pub use exec::{HostExecutor, RunOutcome};
 pub use handle::{
     ErrorReply, KernelHandle, KernelStatus, RawMessage, Received, ReceivedMeta, TerminateReport, TrySendError,
 };
-pub use options::{Backend, LaunchOptions, RestartPolicy};
+pub use options::{Backend, LaunchOptions, RestartPolicy, MAX_MESSAGE_BYTES, MAX_PENDING_CALLS};
 pub use reply::{Delivery, ReplyTable, Ticket};
 pub use state::KernelState;

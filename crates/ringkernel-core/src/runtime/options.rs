@@ -70,6 +70,11 @@ pub enum RestartPolicy {
     },
 }
 
+/// Largest `max_message_bytes` a kernel may be launched with (16 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 1 << 24;
+/// Largest `max_pending_calls` a kernel may be launched with.
+pub const MAX_PENDING_CALLS: usize = 1 << 16;
+
 /// Options for [`launch`](crate::runtime) of one kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchOptions {
@@ -140,9 +145,39 @@ impl LaunchOptions {
         self
     }
 
-    /// Slot size in bytes derived from `max_message_bytes`.
+    /// Slot size in bytes derived from `max_message_bytes` (kept within
+    /// [`MAX_MESSAGE_BYTES`]; [`LaunchOptions::validate`] refuses larger requests).
     #[must_use]
     pub fn slot_size(&self) -> usize {
-        self.max_message_bytes.max(crate::message::ENVELOPE_HEADER_SIZE + 16).div_ceil(16) * 16
+        self.max_message_bytes
+            .clamp(crate::message::ENVELOPE_HEADER_SIZE + 16, MAX_MESSAGE_BYTES)
+            .div_ceil(16)
+            * 16
+    }
+
+    /// Checks every size in the options; `launch` calls it before allocating anything, so a
+    /// size out of range is an [`Error::InvalidOptions`](crate::Error::InvalidOptions) naming
+    /// the field, never a panic or an allocation failure.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |detail: String| Err(crate::Error::InvalidOptions(detail));
+        for (field, n) in [("input_capacity", self.input_capacity), ("output_capacity", self.output_capacity)]
+        {
+            if n == 0 || n > crate::queue::MAX_CAPACITY as usize {
+                return bad(format!("{field} = {n} is out of range 1..={}", crate::queue::MAX_CAPACITY));
+            }
+        }
+        if self.max_message_bytes > MAX_MESSAGE_BYTES {
+            return bad(format!(
+                "max_message_bytes = {} is above the largest message size, {MAX_MESSAGE_BYTES} bytes",
+                self.max_message_bytes
+            ));
+        }
+        if self.max_pending_calls == 0 || self.max_pending_calls > MAX_PENDING_CALLS {
+            return bad(format!(
+                "max_pending_calls = {} is out of range 1..={MAX_PENDING_CALLS}",
+                self.max_pending_calls
+            ));
+        }
+        Ok(())
     }
 }

@@ -49,7 +49,7 @@ async fn sender(k: KernelHandle, counts: Arc<Counts>, try_send: bool) {
         let r = if try_send {
             match k.try_send(msg) {
                 Ok(()) => Ok(()),
-                Err(TrySendError::Full(_)) => {
+                Err(TrySendError::Full { .. }) => {
                     tokio::task::yield_now().await;
                     continue;
                 }
