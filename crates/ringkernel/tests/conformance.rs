@@ -13,6 +13,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 #[path = "conformance/clock.rs"]
 mod clock;
+#[path = "conformance/panics.rs"]
+mod panics;
 #[path = "conformance/races.rs"]
 mod races;
 
@@ -672,6 +674,14 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn causal_through_host() {
                 super::clock::causal_through_host($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn multibyte_error_text() {
+                super::panics::multibyte_error_text($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn runtime_panic_fails_one_kernel() {
+                super::panics::runtime_panic_fails_one_kernel($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn lifecycle_races() {
