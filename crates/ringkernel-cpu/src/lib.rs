@@ -24,10 +24,15 @@
 //! The message path (queue push, doorbell, queue pop) takes no lock: the run queue is
 //! crossbeam's lock-free injector and the kernel queues are `ringkernel-core`'s slot rings.
 //! A kernel whose outbox is blocked on a full K2K target yields and is re-queued behind others.
+//!
+//! A worker survives a panic in the runtime's own code while it runs a kernel (handler panics are
+//! already caught by the executor): it fails that kernel only
+//! ([`HostExecutor::runtime_panicked`]) and goes on serving the others.
 
 use crossbeam_deque::{Injector, Steal};
 use ringkernel_core::runtime::{Directory, Doorbell, HostExecutor, KernelCell, RunOutcome};
 use std::cell::UnsafeCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle, Thread};
@@ -65,6 +70,9 @@ struct Task {
     sched: AtomicU32,
     exec: UnsafeCell<HostExecutor>,
     pool: Weak<Pool>,
+    /// The task itself (set by `Arc::new_cyclic`), so a doorbell rung through `&self` can queue
+    /// an owning reference.
+    this: Weak<Task>,
 }
 
 // SAFETY: `exec` is only accessed by the worker that holds the kernel's SCHEDULED bit and popped
@@ -81,22 +89,9 @@ impl Doorbell for Task {
         // next clears NOTIFIED (its Acquire RMW); see the crate docs.
         let prev = self.sched.fetch_or(SCHEDULED | NOTIFIED, Ordering::AcqRel);
         if prev & SCHEDULED == 0 {
-            if let Some(pool) = self.pool.upgrade() {
-                pool.enqueue(self.self_arc());
+            if let (Some(pool), Some(task)) = (self.pool.upgrade(), self.this.upgrade()) {
+                pool.enqueue(task);
             }
-        }
-    }
-}
-
-impl Task {
-    fn self_arc(&self) -> Arc<Task> {
-        // SAFETY: every Task lives in an Arc created in `CpuBackend::attach`, and `self` is
-        // borrowed from a live Arc (the cell's doorbell), so the strong count is at least one
-        // while we add another reference.
-        unsafe {
-            let p = self as *const Task;
-            Arc::increment_strong_count(p);
-            Arc::from_raw(p)
         }
     }
 }
@@ -147,7 +142,16 @@ impl Pool {
             task.sched.fetch_and(!NOTIFIED, Ordering::AcqRel);
             // SAFETY: we hold SCHEDULED and popped the task, so we are its only runner (see Task).
             let exec = unsafe { &mut *task.exec.get() };
-            match exec.run(self.config.budget) {
+            // A panic in the runtime's own code (handler panics are caught inside `run`) fails
+            // this kernel only; the worker goes on. The recovery itself is guarded too: should
+            // it panic, the kernel is left idle (its scheduling bit is cleared below, so a later
+            // doorbell, such as terminate's, runs it again).
+            let outcome =
+                catch_unwind(AssertUnwindSafe(|| exec.run(self.config.budget))).unwrap_or_else(|payload| {
+                    catch_unwind(AssertUnwindSafe(|| exec.runtime_panicked(&*payload)))
+                        .unwrap_or(RunOutcome::Idle)
+                });
+            match outcome {
                 RunOutcome::Terminated => {
                     // Keep SCHEDULED set forever: later doorbells never queue it again.
                     return;
@@ -249,10 +253,11 @@ impl CpuBackend {
 
     /// Gives a kernel an executor on this pool and installs its doorbell.
     pub fn attach(&self, cell: &Arc<KernelCell>, dir: &Arc<Directory>) {
-        let task = Arc::new(Task {
+        let task = Arc::new_cyclic(|this| Task {
             sched: AtomicU32::new(0),
             exec: UnsafeCell::new(HostExecutor::new(cell, dir)),
             pool: Arc::downgrade(&self.pool),
+            this: this.clone(),
         });
         cell.set_doorbell(task);
     }

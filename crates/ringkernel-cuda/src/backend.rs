@@ -674,6 +674,9 @@ struct Agent {
     buf: Vec<u8>,
     lens: Vec<usize>,
     last_check: Option<Instant>,
+    /// Panics caught while serving a kernel (by kernel id): the first fails it, the next gives up
+    /// on it (see `step_panicked`).
+    panics: HashMap<u32, u32>,
 }
 
 impl Agent {
@@ -730,7 +733,15 @@ impl Agent {
                 }
                 continue;
             }
-            work |= self.step(sh, i, check);
+            // A panic in the agent's own code while it serves one kernel fails that kernel only;
+            // routing for every other kernel goes on.
+            work |= match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(sh, i, check))) {
+                Ok(w) => w,
+                Err(payload) => {
+                    self.step_panicked(sh, i, &*payload);
+                    true
+                }
+            };
         }
         if self.relink {
             self.relink = false;
@@ -779,6 +790,7 @@ impl Agent {
             }
             return false;
         };
+        cell.check_injected_fault();
         let k = &mut self.ks[i];
         // 1. Lifecycle into the kernel's `ctl` word (the doorbell does it too).
         mirror_lifecycle(&cell.control, k.ctl());
@@ -853,6 +865,41 @@ impl Agent {
             work = true;
         }
         work
+    }
+
+    /// `step` panicked for kernel `i`. The first time, the kernel becomes `Failed` (last error =
+    /// the panic) and every waiting call gets `KernelFailed`; the device kernel is told to stop
+    /// taking input (it stays the only consumer of its queues, so the host does not drain them:
+    /// what is queued is handled or handed back when it terminates, as for any kernel). If `step`
+    /// panics again for it, the agent gives up on it: the device kernel is told to exit, and
+    /// the kernel ends at once (`abort`), so `terminate` never waits on a step that keeps failing.
+    fn step_panicked(&mut self, sh: &Shared, i: usize, payload: &(dyn std::any::Any + Send)) {
+        self.relink = true;
+        let k = &mut self.ks[i];
+        let text = format!(
+            "the CUDA agent panicked while serving kernel #{}: {}",
+            k.id,
+            device_host::panic_message(payload)
+        );
+        let n = self.panics.entry(k.id).or_insert(0);
+        *n += 1;
+        let Some(cell) = k.cell.upgrade() else { return };
+        if *n == 1 {
+            cell.control.set_active(false);
+            mirror_lifecycle(&cell.control, k.ctl());
+            device_host::runtime_panicked(&mut k.local, &cell, &text, false);
+            return;
+        }
+        tracing::error!(kernel = cell.name(), "{text}; giving up on the kernel");
+        // SeqCst, as every host write of `ctl` (pairs with the kernel's acquire load).
+        k.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
+        if !k.gone {
+            k.gone = true;
+            sh.live.fetch_sub(1, Ordering::AcqRel);
+            sh.states.lock().unwrap_or_else(|e| e.into_inner()).remove(&k.id);
+        }
+        cell.record_error(ErrorCode::HandlerPanic, text.clone());
+        cell.abort(&text);
     }
 
     /// Links every route to its target's inbox when the target runs on this device and takes

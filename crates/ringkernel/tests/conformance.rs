@@ -15,6 +15,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 mod clock;
 #[path = "conformance/hostile.rs"]
 mod hostile;
+#[path = "conformance/panics.rs"]
+mod panics;
 #[path = "conformance/races.rs"]
 mod races;
 
@@ -689,6 +691,14 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn launch_options_out_of_range() {
                 super::hostile::launch_options_out_of_range($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn multibyte_error_text() {
+                super::panics::multibyte_error_text($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn runtime_panic_fails_one_kernel() {
+                super::panics::runtime_panic_fails_one_kernel($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn lifecycle_races() {

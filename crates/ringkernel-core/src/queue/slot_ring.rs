@@ -37,6 +37,10 @@
 //! `seq`; a slot found free (or full) stays so until the tail (or head) moves past it, so the
 //! check remains valid if the compare-and-swap succeeds.
 //!
+//! A closure that panics while it fills or reads a claimed slot leaves no slot behind: a drop
+//! guard publishes the slot it was filling, and every later slot its batch claimed, as void
+//! (push), or frees them (pop; those items are dropped). The ring stays fully usable.
+//!
 //! No operation takes a lock. A producer preempted between its claim and its publish delays
 //! consumers of that one position (the usual property of this design); it never blocks other
 //! producers.
@@ -119,6 +123,30 @@ impl Drop for Publish<'_> {
         // Release: publishes the slot bytes and `len` (producer) or the end of our reads
         // (consumer); pairs with the Acquire load of `seq` on the other side.
         self.meta.seq.store(self.seq, Ordering::Release);
+    }
+}
+
+/// Releases the claimed positions `next..end` of a batch that a panicking closure left behind:
+/// each is published the way a [`Publish`] guard would (`seq = pos + seq_add`, `len = len`), in
+/// order. A batch moves `next` past each position before it hands that position to the closure
+/// (whose own `Publish` guard covers it), so on the normal path `next == end` and this does nothing.
+struct BatchRelease<'a> {
+    ring: &'a RawSlotRing,
+    next: u32,
+    end: u32,
+    /// `1` for a push batch (the slot becomes full but void), `capacity` for a pop batch (free).
+    seq_add: u32,
+    /// [`VOID_LEN`] for a push batch (consumers skip the slot), `0` for a pop batch.
+    len: u32,
+}
+
+impl Drop for BatchRelease<'_> {
+    fn drop(&mut self) {
+        while self.next != self.end {
+            let pos = self.next;
+            self.next = pos.wrapping_add(1);
+            drop(Publish { meta: self.ring.meta(pos), seq: pos.wrapping_add(self.seq_add), len: self.len });
+        }
     }
 }
 
@@ -342,9 +370,15 @@ impl RawSlotRing {
         let Some((pos, k)) = self.claim_push(n.min(self.capacity as usize) as u32) else {
             return Ok(0);
         };
+        // Should `fill` panic, the positions after the one it was filling are published void, so
+        // consumers skip them and the ring stays usable.
+        let mut rest =
+            BatchRelease { ring: self, next: pos, end: pos.wrapping_add(k), seq_add: 1, len: VOID_LEN };
         let mut first_err = None;
         for i in 0..k {
-            if let Err(e) = self.fill_claimed(pos.wrapping_add(i), |s| fill(i as usize, s)) {
+            let p = pos.wrapping_add(i);
+            rest.next = p.wrapping_add(1);
+            if let Err(e) = self.fill_claimed(p, |s| fill(i as usize, s)) {
                 first_err.get_or_insert(e);
             }
         }
@@ -386,8 +420,14 @@ impl RawSlotRing {
         let Some((pos, k)) = self.claim_pop(max.min(self.capacity as usize) as u32) else {
             return 0;
         };
+        // Should `read` panic, the positions after the one it was reading are freed (their items
+        // are dropped), so producers can use them again.
+        let mut rest =
+            BatchRelease { ring: self, next: pos, end: pos.wrapping_add(k), seq_add: self.capacity, len: 0 };
         for i in 0..k {
-            let _ = self.read_claimed(pos.wrapping_add(i), &mut read);
+            let p = pos.wrapping_add(i);
+            rest.next = p.wrapping_add(1);
+            let _ = self.read_claimed(p, &mut read);
         }
         k as usize
     }
@@ -552,6 +592,61 @@ mod tests {
         let mut got = Vec::new();
         assert_eq!(r.pop_batch_with(5, |b| got.push(u64::from_le_bytes(b.try_into().unwrap()))), 5);
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    }
+
+    /// All `capacity` slots can be pushed and popped again, in order.
+    fn assert_fully_usable(r: &RawSlotRing) {
+        while pop_u64(r).is_some() {}
+        for i in 0..u64::from(r.capacity()) {
+            assert!(push_u64(r, 100 + i), "slot {i} of {} is lost", r.capacity());
+        }
+        assert!(!push_u64(r, 0), "full after capacity pushes");
+        for i in 0..u64::from(r.capacity()) {
+            assert_eq!(pop_u64(r), Some(100 + i));
+        }
+        assert_eq!(pop_u64(r), None);
+    }
+
+    #[test]
+    fn panic_in_batch_push_loses_no_slot() {
+        let r = SlotRing::new(4, 16).unwrap();
+        let caught = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+            r.try_push_batch_with(4, |i, s| {
+                if i == 1 {
+                    panic!("fill panics");
+                }
+                s[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                Ok::<_, ()>(8)
+            })
+        }));
+        assert!(caught.is_err());
+        // The item filled before the panic is there; the panicking one and the rest are void.
+        assert_eq!(pop_u64(&r), Some(0));
+        assert_eq!(pop_u64(&r), None);
+        assert_fully_usable(&r);
+    }
+
+    #[test]
+    fn panic_in_batch_pop_loses_no_slot() {
+        let r = SlotRing::new(4, 16).unwrap();
+        for i in 0..4 {
+            assert!(push_u64(&r, i));
+        }
+        let mut seen = Vec::new();
+        let caught = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+            r.pop_batch_with(4, |b| {
+                let v = u64::from_le_bytes(b.try_into().unwrap());
+                seen.push(v);
+                if v == 1 {
+                    panic!("read panics");
+                }
+            })
+        }));
+        assert!(caught.is_err());
+        assert_eq!(seen, vec![0, 1]);
+        // The claimed items were consumed (dropped); every slot is free again.
+        assert_eq!(pop_u64(&r), None);
+        assert_fully_usable(&r);
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub struct KernelCell {
     last_error: Mutex<Option<String>>,
     returned: Mutex<Vec<RawMessage>>,
     known_kernels: Vec<String>,
+    /// Test-only fault injection (see [`KernelCell::inject_runtime_fault`]).
+    fault: core::sync::atomic::AtomicBool,
 }
 
 impl KernelCell {
@@ -176,7 +178,30 @@ impl KernelCell {
             last_error: Mutex::new(None),
             returned: Mutex::new(Vec::new()),
             known_kernels,
+            fault: core::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Test-only fault injection: the next time the backend's host thread (CPU worker, CUDA
+    /// agent) serves this kernel, its runtime code panics, outside any handler. The conformance
+    /// tests use it to check that such a panic fails this kernel only. Not for production use.
+    #[doc(hidden)]
+    pub fn inject_runtime_fault(&self) {
+        // Relaxed: the hook is only observed by the backend thread's next run, which a doorbell
+        // (its own release/acquire) or a later poll orders after this store well enough for tests.
+        self.fault.store(true, Ordering::Relaxed);
+        self.ring();
+    }
+
+    /// Panics once after [`KernelCell::inject_runtime_fault`]: called by backends where their
+    /// runtime code serves the kernel (one relaxed load when no fault is injected).
+    #[doc(hidden)]
+    #[inline]
+    pub fn check_injected_fault(&self) {
+        // Relaxed: a test hook; see `inject_runtime_fault`.
+        if self.fault.load(Ordering::Relaxed) && self.fault.swap(false, Ordering::Relaxed) {
+            panic!("injected runtime fault in kernel {:?} (test hook)", self.name);
+        }
     }
 
     /// Kernel id.

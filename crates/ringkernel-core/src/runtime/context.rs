@@ -339,13 +339,23 @@ pub(crate) fn fail_request(
             | if kernel_failed { crate::message::FLAG_KERNEL_FAILED } else { 0 },
     };
     let mut buf = vec![0u8; cell.output.slot_size() as usize];
-    let mut text = text.to_string();
-    text.truncate(buf.len() - crate::message::ENVELOPE_HEADER_SIZE);
-    while !text.is_char_boundary(text.len()) {
-        text.pop();
-    }
-    let n = encode(&ErrorReply(text), &meta, &mut buf).expect("truncated to fit");
+    let text = truncate_to_char_boundary(text, buf.len() - crate::message::ENVELOPE_HEADER_SIZE);
+    let n = encode(&ErrorReply(text.to_string()), &meta, &mut buf).expect("truncated to fit");
     deliver_reply(cell, local, header.correlation_id, &buf[..n]);
+}
+
+/// The longest prefix of `text` that is at most `max` bytes and ends on a character boundary
+/// (an error reply's text must fit the output slot; cutting inside a multi-byte character would
+/// panic in `String::truncate`).
+pub(crate) fn truncate_to_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Tries to move outbox entries into their target queues; returns `true` when it is empty.
@@ -369,4 +379,19 @@ pub(crate) fn flush_outbox(cell: &KernelCell, local: &mut ExecLocal) -> bool {
         local.outbox.pop_front();
     }
     true
+}
+
+#[cfg(all(test, not(ringkernel_loom)))]
+mod tests {
+    use super::truncate_to_char_boundary;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        // "é" is two bytes: a limit of 2 falls inside it.
+        assert_eq!(truncate_to_char_boundary("aé", 2), "a");
+        assert_eq!(truncate_to_char_boundary("aé", 3), "aé");
+        assert_eq!(truncate_to_char_boundary("€€", 4), "€");
+        assert_eq!(truncate_to_char_boundary("€", 0), "");
+        assert_eq!(truncate_to_char_boundary("abc", 10), "abc");
+    }
 }

@@ -1,6 +1,7 @@
 //! Host-side handling every GPU backend shares: what to do with an envelope a device kernel wrote
 //! (an error reply, or a message for the host or another kernel), with a message a failed kernel
-//! will never handle, with a handler that failed the kernel, and with a device that failed.
+//! will never handle, with a handler that failed the kernel, with a device that failed, and with a
+//! panic in the backend's own host code ([`runtime_panicked`], which the CPU backend uses too).
 //! The wgpu dispatcher and the CUDA agent call these, so the semantics (which error a caller sees,
 //! what comes back in a terminate report) are the CPU backend's on every device.
 
@@ -131,4 +132,56 @@ pub fn device_failed(local: &mut ExecLocal, cell: &KernelCell, text: &str) {
     }
     cell.lifecycle_waiters.notify();
     cell.output_waiters.notify();
+}
+
+/// The text of a caught panic's payload (`panic!` with a literal or with format arguments).
+pub fn panic_message(payload: &(dyn core::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
+/// Makes `cell`'s kernel `Failed` after a panic in runtime code (not a handler) with `text` as
+/// its last error. A launched, active or inactive kernel becomes `Failed` (set directly where the
+/// lifecycle table has no edge, as for a lost device); a terminating one stays `Terminating` and
+/// finishes; an ended one is left alone.
+pub(crate) fn mark_panicked(cell: &KernelCell, text: &str) {
+    cell.record_error(ErrorCode::HandlerPanic, text.to_string());
+    if cell.transition(KernelState::Failed).is_err()
+        && matches!(cell.state(), KernelState::Launched | KernelState::Inactive)
+    {
+        cell.control.set_state_code(KernelState::Failed.code());
+    }
+}
+
+/// Fails every `call` still waiting on `cell`'s kernel with `KernelFailed` and `text`, and wakes
+/// the host's waiters.
+pub(crate) fn fail_waiting_calls(local: &mut ExecLocal, cell: &KernelCell, text: &str) {
+    for corr in cell.replies.waiting() {
+        let h = EnvelopeHeader { correlation_id: corr, ..EnvelopeHeader::default() };
+        local.fail_request(cell, &h, text, true);
+    }
+    cell.lifecycle_waiters.notify();
+    cell.output_waiters.notify();
+    cell.input_waiters.notify();
+}
+
+/// A backend's host code (CPU worker, device agent, dispatcher) panicked while it served `cell`'s
+/// kernel: only this kernel fails, the thread goes on serving the others.
+///
+/// The kernel becomes `Failed` with `text` as its last error (see [`mark_panicked`] for a
+/// terminating kernel). With `drain_input`, its queued host input is handed back first, as for
+/// any failed kernel (a request fails with `KernelFailed`, a one-way message waits for the
+/// terminate report); pass `false` where something else may still be consuming that queue (a
+/// device kernel). Then every call still waiting (its request was being handled, or was lost
+/// with the batch the panic interrupted) fails with `KernelFailed`.
+pub fn runtime_panicked(local: &mut ExecLocal, cell: &KernelCell, text: &str, drain: bool) {
+    tracing::error!(kernel = cell.name(), "{text}; kernel failed");
+    mark_panicked(cell, text);
+    if drain {
+        drain_input(local, cell);
+    }
+    fail_waiting_calls(local, cell, text);
 }

@@ -8,6 +8,10 @@
 //! text, answers the request (if any) with an error, and then either rebuilds its state (restart
 //! policy) or becomes `Failed`. A failed kernel answers every queued request with an error and
 //! keeps every other queued message for `terminate` to hand back.
+//!
+//! A panic in this loop itself (outside a handler) unwinds out of [`HostExecutor::run`]; the
+//! backend catches it and calls [`HostExecutor::runtime_panicked`], which fails this kernel the
+//! same way (see [`device_host::runtime_panicked`](super::device_host::runtime_panicked)).
 
 use super::cell::{Directory, KernelCell};
 use super::context::{fail_request, flush_outbox, Context, ExecLocal};
@@ -84,6 +88,7 @@ impl HostExecutor {
             return RunOutcome::Yield;
         }
         let terminating = cell.control.terminate_requested();
+        cell.check_injected_fault();
         let mut processed = 0usize;
         if self.failed {
             self.drain_failed(&cell);
@@ -142,6 +147,42 @@ impl HostExecutor {
         }
     }
 
+    /// Called by the backend after `run` panicked (the runtime's own code, not a handler: those
+    /// panics are caught inside `run`). Fails this kernel only: it becomes `Failed` with the panic
+    /// text as its last error, its queued input (and any message held back by `deactivate`) is
+    /// handed back, and every call still waiting fails with `KernelFailed`. The messages of the
+    /// batch the panic interrupted were consumed; their callers are among those failed.
+    ///
+    /// Returns what the scheduler should do next: run the kernel once more after a first panic
+    /// (`Yield`: it flushes its outbox and, if terminating, ends), and after a panic in an
+    /// already failed kernel give up on it (`Terminated` when termination was requested, so
+    /// `terminate` completes, else `Idle` until the next doorbell).
+    pub fn runtime_panicked(&mut self, payload: &(dyn std::any::Any + Send)) -> RunOutcome {
+        let Some(cell) = self.cell.upgrade() else { return RunOutcome::Terminated };
+        let text = format!(
+            "the runtime panicked while running kernel {:?}: {}",
+            self.name,
+            super::device_host::panic_message(payload)
+        );
+        tracing::error!(kernel = cell.name(), "{text}; kernel failed");
+        let again = self.failed;
+        self.failed = true;
+        super::device_host::mark_panicked(&cell, &text);
+        if again {
+            self.held.clear();
+            super::device_host::fail_waiting_calls(&mut self.local, &cell, &text);
+            if cell.control.terminate_requested() {
+                self.local.outbox.clear();
+                self.finish_terminate(&cell);
+                return RunOutcome::Terminated;
+            }
+            return RunOutcome::Idle;
+        }
+        self.drain_failed(&cell);
+        super::device_host::fail_waiting_calls(&mut self.local, &cell, &text);
+        RunOutcome::Yield
+    }
+
     fn handle(&mut self, cell: &KernelCell, dir: &Directory, bytes: &[u8]) {
         let (header, payload) = match decode_header(bytes) {
             Ok(hp) => hp,
@@ -198,7 +239,7 @@ impl HostExecutor {
                 fail_request(cell, &mut self.local, &header, &text, false);
             }
             Err(panic) => {
-                let text = format!("handler panicked: {}", panic_text(&panic));
+                let text = format!("handler panicked: {}", super::device_host::panic_message(&*panic));
                 cell.record_error(ErrorCode::HandlerPanic, text.clone());
                 let restart = match cell.options().restart {
                     RestartPolicy::Never => false,
@@ -267,16 +308,6 @@ impl HostExecutor {
         cell.lifecycle_waiters.notify();
         cell.output_waiters.notify();
         cell.input_waiters.notify();
-    }
-}
-
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
     }
 }
 
