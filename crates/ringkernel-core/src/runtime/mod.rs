@@ -28,6 +28,6 @@ pub use exec::{HostExecutor, RunOutcome};
 pub use handle::{
     ErrorReply, KernelHandle, KernelStatus, RawMessage, Received, ReceivedMeta, TerminateReport, TrySendError,
 };
-pub use options::{Backend, LaunchOptions, RestartPolicy};
+pub use options::{Backend, LaunchOptions, RestartPolicy, DEFAULT_QUEUE_CAPACITY};
 pub use reply::{Delivery, ReplyTable, Ticket};
 pub use state::KernelState;
