@@ -173,8 +173,9 @@ struct StateInfo {
     words: usize,
 }
 
-// SAFETY: pointers into mapped memory kept until shutdown (which clears the map first); the
-// shared words are accessed atomically.
+// SAFETY: pointers into a kernel's mapped block, which is neither freed nor reused while its
+// entry is in `states` (removed when the kernel ends, before the block joins a free list, and
+// cleared by shutdown before freeing); the shared words are accessed atomically.
 unsafe impl Send for StateInfo {}
 
 struct Shared {
@@ -278,7 +279,8 @@ fn bump_generation(ctl_word: &AtomicU32, shift: u32) -> u32 {
     new_gen
 }
 
-/// The input ring's memory: mapped, released to the backend's retired list (freed at shutdown).
+/// The input ring's memory: mapped; when the cell drops it waits for its kernel to return, then
+/// joins the free list (see [`Retired`]).
 struct InputMemory {
     m: Mapped,
     dev: Arc<dyn Device>,
@@ -351,7 +353,8 @@ impl Kern {
     /// The `u32` field at byte `off` of the parameter block, as an atomic.
     fn a32(&self, off: usize) -> &AtomicU32 {
         debug_assert!(off + 4 <= core::mem::size_of::<KernelParams>() && off.is_multiple_of(4));
-        // SAFETY: a field of the live parameter block (mapped memory kept until shutdown),
+        // SAFETY: a field of this kernel's parameter block (mapped memory neither freed nor
+        // reused while this `Kern` exists: it joins a free list when the agent drops the `Kern`),
         // aligned (offset_of a u32 field of a repr(C) struct at a 128-aligned address), and only
         // accessed atomically by both sides while the kernel runs.
         unsafe { AtomicU32::from_ptr(self.block.host.wrapping_add(off).cast()) }
@@ -366,7 +369,7 @@ impl Kern {
         self.a32(offset_of!(KernelParams, ctl))
     }
     fn cb(&self) -> &ControlBlock {
-        // SAFETY: initialised with ptr::write in attach; lives until shutdown.
+        // SAFETY: initialised with ptr::write in attach; lives as long as this `Kern` (see a32).
         unsafe { &*(self.block.host.add(CB_OFF) as *const ControlBlock) }
     }
     fn route(&self, r: usize) -> (&AtomicU64, &AtomicU32) {
@@ -663,7 +666,8 @@ impl CudaBackend {
                 }
             }
             if started.elapsed() > sh.config.start_timeout {
-                // Leave it a way out should it start later; its memory is kept until shutdown.
+                // Leave it a way out should it start later; its memory is reused only once the
+                // agent has seen its launch return.
                 // SeqCst, as every host write of `ctl` (pairs with the kernel's acquire load).
                 k.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
                 self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(Kern { gone: true, ..k });
@@ -708,8 +712,10 @@ impl CudaBackend {
         let states = self.shared.states.lock().unwrap_or_else(|e| e.into_inner());
         let info =
             *states.get(&kernel.0).ok_or_else(|| gpu_err("no running CUDA kernel with this id".into()))?;
-        // SAFETY: the parameter block lives until shutdown, which clears `states` (we hold its
-        // lock); both words are accessed atomically by host and kernel.
+        // SAFETY: the parameter block is neither freed nor reused while its entry is in `states`
+        // (the agent removes the entry, under this lock, before the block can join a free list;
+        // shutdown clears it before freeing), and we hold the lock; both words are accessed
+        // atomically by host and kernel.
         let (ctl_word, done) = unsafe {
             (
                 AtomicU32::from_ptr(core::ptr::addr_of_mut!((*info.params).ctl)),
