@@ -535,3 +535,52 @@ impl core::fmt::Debug for Directory {
         f.debug_struct("Directory").finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(id: u32, name: &str) -> Arc<KernelCell> {
+        Arc::new(KernelCell::new(KernelId(id), name, None, LaunchOptions::default(), Vec::new()).unwrap())
+    }
+
+    fn terminate(c: &KernelCell) {
+        c.control.set_state_code(KernelState::Terminated.code());
+    }
+
+    #[test]
+    fn forget_keeps_a_newer_kernel_of_the_same_name() {
+        let dir = Directory::default();
+        let old = cell(1, "k");
+        dir.insert(old.clone()).unwrap();
+        assert!(matches!(dir.insert(cell(2, "k")), Err(Error::AlreadyLaunched(_))));
+        terminate(&old);
+        let new = cell(3, "k");
+        dir.insert(new.clone()).unwrap();
+        // A late forget of the old kernel (its backend marking it terminated) leaves the new one.
+        dir.forget(&old);
+        assert!(Arc::ptr_eq(&dir.by_name("k").unwrap(), &new));
+        assert!(dir.by_id(KernelId(1)).is_none());
+        assert_eq!(dir.len(), 1);
+        terminate(&new);
+        dir.forget(&new);
+        assert!(dir.is_empty());
+        assert_eq!(Arc::strong_count(&old), 1);
+        assert_eq!(Arc::strong_count(&new), 1);
+    }
+
+    #[test]
+    fn inserts_sweep_out_terminated_kernels_nobody_forgot() {
+        let dir = Directory::default();
+        let mut weak = Vec::new();
+        for i in 0..1000 {
+            let c = cell(i, &format!("k{i}"));
+            dir.insert(c.clone()).unwrap();
+            terminate(&c);
+            weak.push(Arc::downgrade(&c));
+        }
+        // Never forgotten explicitly: the sweep on insert keeps the directory bounded.
+        assert!(dir.len() <= 128, "{} kernels held", dir.len());
+        assert!(weak.iter().filter(|w| w.strong_count() > 0).count() <= 128);
+    }
+}
