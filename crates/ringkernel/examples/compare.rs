@@ -589,6 +589,37 @@ fn statm_bytes(field: usize) -> Option<u64> {
     Some(pages * 4096)
 }
 
+const FOOTPRINT_ENV: &str = "RINGKERNEL_COMPARE_FOOTPRINT";
+
+/// The child process of [`footprint`]: launches 10,000 idle default kernels on a fresh heap and
+/// prints `FOOTPRINT <launch ns> <resident bytes per kernel> <virtual bytes per kernel>` (-1 where
+/// `/proc/self/statm` is not readable).
+async fn footprint_child() -> Result<()> {
+    let n = 10_000usize;
+    let rt = RingKernel::builder().backend(Backend::Cpu).build().await?;
+    let names: Vec<String> = (0..n).map(|j| format!("cmp_idle_{j}")).collect();
+    for name in &names {
+        rt.register(
+            KernelDef::new::<u64>(name.clone()).on(|c: &mut u64, _m: Pod64, _: &mut Context<'_>| *c += 1),
+        )?;
+    }
+    let opts = LaunchOptions::default();
+    let (rss0, virt0) = (rss_bytes(), statm_bytes(0));
+    let start = Instant::now();
+    let mut hs = Vec::with_capacity(n);
+    for name in &names {
+        hs.push(rt.launch(name, opts.clone()).await?);
+    }
+    let ns = start.elapsed().as_nanos() as f64;
+    let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / n as f64,
+        _ => -1.0,
+    };
+    println!("FOOTPRINT {ns} {} {}", per(rss0, rss_bytes()), per(virt0, statm_bytes(0)));
+    drop(hs);
+    rt.shutdown().await
+}
+
 /// What an idle kernel costs: launch 10,000 default kernels and divide the growth of the
 /// resident set by 10,000 (the layout figure, ring regions plus the cell, is printed next to it);
 /// then launch and terminate kernels one after the other and report how much the resident set
@@ -608,34 +639,32 @@ async fn footprint(report: &mut Report) -> Result<()> {
         opts.output_capacity,
         core::mem::size_of::<ringkernel::runtime::KernelCell>()
     );
-    let n = 10_000usize;
+    // Each round in a fresh process (this program again, with RINGKERNEL_COMPARE_FOOTPRINT=1):
+    // in this one, memory freed by earlier comparisons would be reused and hide the growth.
     let mut launch = Vec::new();
     let mut per_kernel = Vec::new();
     let mut virt_per_kernel = Vec::new();
-    for round in 0..3 {
-        let rt = RingKernel::builder().backend(Backend::Cpu).build().await?;
-        let names: Vec<String> = (0..n).map(|j| format!("cmp_idle_{round}_{j}")).collect();
-        for name in &names {
-            rt.register(
-                KernelDef::new::<u64>(name.clone()).on(|c: &mut u64, _m: Pod64, _: &mut Context<'_>| *c += 1),
-            )?;
+    for _ in 0..3 {
+        let out = std::env::current_exe()
+            .and_then(|exe| std::process::Command::new(exe).env(FOOTPRINT_ENV, "1").output());
+        let line = out.ok().and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("FOOTPRINT ").map(str::to_string))
+        });
+        let Some(line) = line else { continue };
+        let v: Vec<f64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        if let [ns, rss, virt] = v[..] {
+            launch.push(ns);
+            if rss >= 0.0 {
+                per_kernel.push(rss);
+                virt_per_kernel.push(virt);
+            }
         }
-        let before = rss_bytes();
-        let virt_before = statm_bytes(0);
-        let start = Instant::now();
-        let mut hs = Vec::with_capacity(n);
-        for name in &names {
-            hs.push(rt.launch(name, opts.clone()).await?);
-        }
-        launch.push(start.elapsed().as_nanos() as f64);
-        if let (Some(a), Some(b)) = (before, rss_bytes()) {
-            per_kernel.push(b.saturating_sub(a) as f64 / n as f64);
-        }
-        if let (Some(a), Some(b)) = (virt_before, statm_bytes(0)) {
-            virt_per_kernel.push(b.saturating_sub(a) as f64 / n as f64);
-        }
-        drop(hs);
-        rt.shutdown().await?;
+    }
+    if launch.is_empty() {
+        report.skip("launch_10k_kernels_ns", "the footprint child process failed".into());
+        return Ok(());
     }
     report.add("launch_10k_kernels_ns", median(launch), None, "lower");
     if per_kernel.is_empty() {
@@ -718,6 +747,10 @@ fn machine() -> String {
 }
 
 fn main() -> Result<()> {
+    if std::env::var_os(FOOTPRINT_ENV).is_some() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        return rt.block_on(footprint_child());
+    }
     let started = Instant::now();
     let machine = machine();
     println!("RingKernel comparison on {machine}\n");
