@@ -33,8 +33,12 @@
 //!   agent turns the deltas into `messages_processed` and `messages_in_flight` on the cell.
 //!
 //! Memory is never freed while any kernel of the device may run: `cuMemFree*` can wait for the
-//! device to go idle, which persistent kernels never do. Terminated kernels' memory is kept
-//! until shutdown (their ids are not reused) and freed once every launch has returned.
+//! device to go idle, which persistent kernels never do. Ended kernels' memory goes to free
+//! lists (one per block size) that later launches take from before they allocate, so launching
+//! and terminating kernels keeps the memory flat; everything is freed once every launch has
+//! returned at shutdown. A block is reused only after the kernel that used it has returned from
+//! its launch (an input queue also only after its cell is dropped), and a reused mapped block is
+//! zeroed first.
 
 use crate::device::{Device, LaunchId, Mapped};
 use crate::program::CudaProgram;
@@ -104,10 +108,61 @@ const fn align128(n: usize) -> usize {
     (n + 127) & !127
 }
 
+/// Memory of ended kernels: never freed while kernels may run (see the module docs), but reused
+/// by later launches that need a block of the same size (a free list per size), so that launching
+/// and terminating kernels keeps the memory flat.
 #[derive(Default)]
 struct Retired {
+    /// Mapped blocks no kernel uses any more: free for reuse.
     mapped: Vec<Mapped>,
+    /// Device blocks no kernel uses any more: free for reuse.
     device: Vec<(u64, usize)>,
+    /// Input queues whose cell was dropped while the kernel that reads them may still run; they
+    /// join `mapped` once no kernel the agent knows reads them (see `Agent::sweep_inputs`).
+    inputs: Vec<Mapped>,
+    /// Blocks allocated from the device and not freed (in use, free for reuse, or waiting).
+    allocated: usize,
+}
+
+impl Retired {
+    /// A free mapped block of exactly `len` bytes, zeroed, or a new one.
+    fn take_mapped(&mut self, dev: &dyn Device, len: usize) -> core::result::Result<Mapped, String> {
+        if let Some(i) = self.mapped.iter().position(|m| m.len == len) {
+            let m = self.mapped.swap_remove(i);
+            // SAFETY: `m` is `len` bytes of mapped memory that no kernel and no host code uses
+            // any more (its kernel's launch returned, and its cell is gone or terminated); we own
+            // it until it is handed out.
+            unsafe { core::ptr::write_bytes(m.host, 0, m.len) };
+            return Ok(m);
+        }
+        let m = dev.alloc_mapped(len)?;
+        self.allocated += 1;
+        Ok(m)
+    }
+
+    /// A free device block of exactly `len` bytes (contents undefined, as from `cuMemAlloc`), or
+    /// a new one.
+    fn take_device(&mut self, dev: &dyn Device, len: usize) -> core::result::Result<u64, String> {
+        if let Some(i) = self.device.iter().position(|&(_, l)| l == len) {
+            return Ok(self.device.swap_remove(i).0);
+        }
+        let d = dev.alloc_device(len)?;
+        self.allocated += 1;
+        Ok(d)
+    }
+}
+
+/// Blocks of device and mapped memory the CUDA backend holds (for tests: launching and
+/// terminating kernels must keep `allocated` flat).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBlocks {
+    /// Allocated from the device and not freed.
+    pub allocated: usize,
+    /// Free for the next launch to reuse.
+    pub free: usize,
+    /// Input queues of dropped cells whose kernel may still run.
+    pub awaiting_exit: usize,
 }
 
 /// Where a kernel's snapshot protocol lives.
@@ -118,8 +173,9 @@ struct StateInfo {
     words: usize,
 }
 
-// SAFETY: pointers into mapped memory kept until shutdown (which clears the map first); the
-// shared words are accessed atomically.
+// SAFETY: pointers into a kernel's mapped block, which is neither freed nor reused while its
+// entry is in `states` (removed when the kernel ends, before the block joins a free list, and
+// cleared by shutdown before freeing); the shared words are accessed atomically.
 unsafe impl Send for StateInfo {}
 
 struct Shared {
@@ -179,10 +235,13 @@ impl Doorbell for Bell {
                 return;
             }
             let _mem = s.mem_lock.read().unwrap_or_else(|e| e.into_inner());
-            if !s.all_done.load(Ordering::Acquire) {
+            // A terminated kernel's block may be handed to a later launch (under the write
+            // lock, after the cell was marked terminated): leave it alone.
+            if !s.all_done.load(Ordering::Acquire) && cell.state() != KernelState::Terminated {
                 // SAFETY: the word lives in mapped memory freed only by `stop`, under the write
-                // lock, which also sets `all_done` (checked under the read lock); it is only
-                // accessed atomically.
+                // lock, which also sets `all_done` (checked under the read lock), and reused only
+                // under the write lock after the cell became terminated (checked under the read
+                // lock); it is only accessed atomically.
                 let ctl = unsafe { AtomicU32::from_ptr(self.ctl as *mut u32) };
                 mirror_lifecycle(&cell.control, ctl);
                 self.mirrored.store(seen, Ordering::Relaxed);
@@ -220,7 +279,8 @@ fn bump_generation(ctl_word: &AtomicU32, shift: u32) -> u32 {
     new_gen
 }
 
-/// The input ring's memory: mapped, released to the backend's retired list (freed at shutdown).
+/// The input ring's memory: mapped; when the cell drops it waits for its kernel to return, then
+/// joins the free list (see [`Retired`]).
 struct InputMemory {
     m: Mapped,
     dev: Arc<dyn Device>,
@@ -237,10 +297,13 @@ impl RingMemory for InputMemory {
 impl Drop for InputMemory {
     fn drop(&mut self) {
         // Acquire: pairs with the release in `stop` after every launch returned.
+        let mut r = self.retired.lock().unwrap_or_else(|e| e.into_inner());
         if self.all_done.load(Ordering::Acquire) {
             self.dev.free_mapped(self.m);
+            r.allocated -= 1;
         } else {
-            self.retired.lock().unwrap_or_else(|e| e.into_inner()).mapped.push(self.m);
+            // The kernel reading it may still run: reusable once the agent has seen it exit.
+            r.inputs.push(self.m);
         }
     }
 }
@@ -262,6 +325,8 @@ struct Kern {
     dir: Weak<Directory>,
     def: Arc<KernelDef>,
     id: u32,
+    /// Host address of its input queue (the cell's), which it reads until its launch returns.
+    h2d_host: usize,
     block: Mapped,
     devmem: (u64, usize),
     inbox: (u64, usize),
@@ -288,7 +353,8 @@ impl Kern {
     /// The `u32` field at byte `off` of the parameter block, as an atomic.
     fn a32(&self, off: usize) -> &AtomicU32 {
         debug_assert!(off + 4 <= core::mem::size_of::<KernelParams>() && off.is_multiple_of(4));
-        // SAFETY: a field of the live parameter block (mapped memory kept until shutdown),
+        // SAFETY: a field of this kernel's parameter block (mapped memory neither freed nor
+        // reused while this `Kern` exists: it joins a free list when the agent drops the `Kern`),
         // aligned (offset_of a u32 field of a repr(C) struct at a 128-aligned address), and only
         // accessed atomically by both sides while the kernel runs.
         unsafe { AtomicU32::from_ptr(self.block.host.wrapping_add(off).cast()) }
@@ -303,7 +369,7 @@ impl Kern {
         self.a32(offset_of!(KernelParams, ctl))
     }
     fn cb(&self) -> &ControlBlock {
-        // SAFETY: initialised with ptr::write in attach; lives until shutdown.
+        // SAFETY: initialised with ptr::write in attach; lives as long as this `Kern` (see a32).
         unsafe { &*(self.block.host.add(CB_OFF) as *const ControlBlock) }
     }
     fn route(&self, r: usize) -> (&AtomicU64, &AtomicU32) {
@@ -382,6 +448,18 @@ impl CudaBackend {
         self.shared.via_host.load(Ordering::Relaxed)
     }
 
+    /// Memory blocks this backend holds (see [`MemoryBlocks`]).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn memory_blocks(&self) -> MemoryBlocks {
+        let r = self.shared.retired.lock().unwrap_or_else(|e| e.into_inner());
+        MemoryBlocks {
+            allocated: r.allocated,
+            free: r.mapped.len() + r.device.len(),
+            awaiting_exit: r.inputs.len(),
+        }
+    }
+
     /// Whether kernels run in the host emulation rather than on a GPU.
     #[must_use]
     pub fn is_emulated(&self) -> bool {
@@ -397,7 +475,13 @@ impl CudaBackend {
     /// An input ring for a kernel of this backend, in mapped memory the kernel reads directly.
     pub fn input_ring(&self, options: &LaunchOptions) -> Result<SlotRing> {
         let bytes = SlotRing::region_size(options.input_capacity, options.slot_size())?;
-        let m = self.shared.dev.alloc_mapped(bytes).map_err(|detail| Error::Gpu {
+        let m = self
+            .shared
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_mapped(&*self.shared.dev, bytes);
+        let m = m.map_err(|detail| Error::Gpu {
             backend: "cuda",
             kernel: String::new(),
             detail: format!("cannot allocate the input queue: {detail}"),
@@ -466,7 +550,11 @@ impl CudaBackend {
             )
         })?;
         let snap_off = align128(D2H_OFF + d2h_len);
-        let block = dev.alloc_mapped(snap_off + state.len().max(1) * 4)?;
+        let block = sh
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_mapped(&**dev, snap_off + state.len().max(1) * 4)?;
         let retire = |block: Mapped, devmem: Option<u64>| {
             let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
             r.mapped.push(block);
@@ -474,7 +562,8 @@ impl CudaBackend {
                 r.device.push((d, dev_len));
             }
         };
-        let devmem = match dev.alloc_device(dev_len) {
+        let devmem = sh.retired.lock().unwrap_or_else(|e| e.into_inner()).take_device(&**dev, dev_len);
+        let devmem = match devmem {
             Ok(d) => d,
             Err(e) => {
                 retire(block, None);
@@ -546,6 +635,7 @@ impl CudaBackend {
             dir: Arc::downgrade(dir),
             def: def.clone(),
             id: cell.id().0,
+            h2d_host: cell.input.region().0.as_ptr() as usize,
             block,
             devmem: (devmem, dev_len),
             inbox: (devmem, inbox_len),
@@ -576,7 +666,8 @@ impl CudaBackend {
                 }
             }
             if started.elapsed() > sh.config.start_timeout {
-                // Leave it a way out should it start later; its memory is kept until shutdown.
+                // Leave it a way out should it start later; its memory is reused only once the
+                // agent has seen its launch return.
                 // SeqCst, as every host write of `ctl` (pairs with the kernel's acquire load).
                 k.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
                 self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(Kern { gone: true, ..k });
@@ -621,8 +712,10 @@ impl CudaBackend {
         let states = self.shared.states.lock().unwrap_or_else(|e| e.into_inner());
         let info =
             *states.get(&kernel.0).ok_or_else(|| gpu_err("no running CUDA kernel with this id".into()))?;
-        // SAFETY: the parameter block lives until shutdown, which clears `states` (we hold its
-        // lock); both words are accessed atomically by host and kernel.
+        // SAFETY: the parameter block is neither freed nor reused while its entry is in `states`
+        // (the agent removes the entry, under this lock, before the block can join a free list;
+        // shutdown clears it before freeing), and we hold the lock; both words are accessed
+        // atomically by host and kernel.
         let (ctl_word, done) = unsafe {
             (
                 AtomicU32::from_ptr(core::ptr::addr_of_mut!((*info.params).ctl)),
@@ -685,11 +778,16 @@ impl Agent {
         loop {
             let Some(sh) = weak.upgrade() else { return };
             sh.pending.store(false, Ordering::SeqCst);
-            let incoming = core::mem::take(&mut *sh.incoming.lock().unwrap_or_else(|e| e.into_inner()));
-            if !incoming.is_empty() {
-                self.ks.extend(incoming);
-                self.ks.sort_by_key(|k| k.id);
-                self.relink = true;
+            {
+                let mut incoming = sh.incoming.lock().unwrap_or_else(|e| e.into_inner());
+                if !incoming.is_empty() {
+                    self.ks.extend(incoming.drain(..));
+                    self.ks.sort_by_key(|k| k.id);
+                    self.relink = true;
+                }
+                // Under the `incoming` lock: a kernel launched from an input queue is in `ks`
+                // or in `incoming` before its cell (and so the queue) can be dropped.
+                self.sweep_inputs(&sh);
             }
             if let Some(f) = sh.fault.lock().unwrap_or_else(|e| e.into_inner()).clone() {
                 self.fail_all(&f);
@@ -748,7 +846,10 @@ impl Agent {
             self.link_routes();
         }
         if self.ks.iter().any(|k| k.gone && k.exited) {
-            // Ended kernels: their memory waits in the retired list until shutdown.
+            // Ended kernels: their memory goes to the free lists, for later launches to reuse
+            // (freed at shutdown). The write lock waits for doorbells still mirroring into a
+            // parameter block; later ones see the cell terminated and leave the block alone.
+            let _mem = sh.mem_lock.write().unwrap_or_else(|e| e.into_inner());
             let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
             self.ks.retain(|k| {
                 if k.gone && k.exited {
@@ -762,6 +863,20 @@ impl Agent {
             work = true;
         }
         work
+    }
+
+    /// Moves input queues of dropped cells whose kernel has returned (or never ran) to the free
+    /// list. The caller holds the `incoming` lock and has moved `incoming` into `ks`.
+    fn sweep_inputs(&self, sh: &Shared) {
+        let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
+        if r.inputs.is_empty() {
+            return;
+        }
+        let read: std::collections::HashSet<usize> = self.ks.iter().map(|k| k.h2d_host).collect();
+        let (still, free): (Vec<Mapped>, Vec<Mapped>) =
+            r.inputs.drain(..).partition(|m| read.contains(&(m.host as usize)));
+        r.inputs = still;
+        r.mapped.extend(free);
     }
 
     fn step(&mut self, sh: &Shared, i: usize, check: bool) -> bool {
@@ -1065,6 +1180,9 @@ impl Agent {
         }
         let _ = cell.transition(KernelState::Terminated);
         cell.control.mark_terminated();
+        if let Some(dir) = k.dir.upgrade() {
+            dir.forget(cell);
+        }
         cell.lifecycle_waiters.notify();
         cell.output_waiters.notify();
         cell.input_waiters.notify();
@@ -1123,11 +1241,14 @@ impl Agent {
             r.mapped.push(k.block);
             r.device.push(k.devmem);
         }
-        for m in r.mapped.drain(..) {
+        let inputs = core::mem::take(&mut r.inputs);
+        for m in core::mem::take(&mut r.mapped).into_iter().chain(inputs) {
             sh.dev.free_mapped(m);
+            r.allocated -= 1;
         }
-        for (d, len) in r.device.drain(..) {
+        for (d, len) in core::mem::take(&mut r.device) {
             sh.dev.free_device(d, len);
+            r.allocated -= 1;
         }
         // Release: pairs with the acquire in the doorbell and in InputMemory's drop.
         sh.all_done.store(true, Ordering::Release);

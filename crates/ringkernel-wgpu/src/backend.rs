@@ -76,6 +76,10 @@ pub fn probe_adapter(allow_software: bool) -> core::result::Result<String, Strin
 struct Alloc {
     free: Vec<(u32, u32)>,
     free_slots: Vec<u32>,
+    /// Words available to kernels (the arena after the control blocks).
+    capacity_words: u32,
+    /// Control blocks in all.
+    slots: usize,
 }
 
 impl Alloc {
@@ -289,6 +293,8 @@ impl WgpuBackend {
             alloc: Mutex::new(Alloc {
                 free: vec![(ctrl_words.div_ceil(64) * 64, arena_words - ctrl_words.div_ceil(64) * 64)],
                 free_slots: (0..config.max_kernels).rev().collect(),
+                capacity_words: arena_words - ctrl_words.div_ceil(64) * 64,
+                slots: config.max_kernels as usize,
             }),
             incoming: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
@@ -446,6 +452,16 @@ impl WgpuBackend {
         self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(k);
         cell.ring();
         Ok(())
+    }
+
+    /// Device memory in use: (bytes of `rk_mem` allocated to kernels, control blocks in use).
+    /// Terminated kernels' memory is returned before their `terminate` returns.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn arena_in_use(&self) -> (u64, usize) {
+        let a = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        let free: u64 = a.free.iter().map(|&(_, len)| u64::from(len)).sum();
+        (u64::from(a.capacity_words) * 4 - free * 4, a.slots - a.free_slots.len())
     }
 
     /// Destroys the device as a driver reset would (for tests of device loss): every kernel on
@@ -609,7 +625,7 @@ impl Dispatcher {
             }
             match self.prepare(shared, i) {
                 None => {
-                    self.release(shared, i);
+                    Self::release(shared, &mut self.kernels[i]);
                     self.gone += 1;
                 }
                 Some(b) => busy = busy.max(b),
@@ -880,6 +896,12 @@ impl Dispatcher {
             && k.out_head == k.out_tail
             && k.local.outbox_len() == 0
         {
+            // Its memory is free before anyone sees it terminated (so a launch right after
+            // `terminate` returns can reuse it), and the directory forgets it.
+            Self::release(shared, k);
+            if let Some(dir) = k.dir.upgrade() {
+                dir.forget(&cell);
+            }
             let _ = cell.transition(KernelState::Terminated);
             cell.control.mark_terminated();
             cell.lifecycle_waiters.notify();
@@ -1059,10 +1081,14 @@ impl Dispatcher {
         }
     }
 
-    /// Returns a terminated kernel's device memory and control block and marks it gone.
-    fn release(&mut self, shared: &Shared, i: usize) {
-        let k = &mut self.kernels[i];
+    /// Returns a terminated kernel's device memory and control block and marks it gone (once).
+    fn release(shared: &Shared, k: &mut GpuKernel) {
+        if k.gone {
+            return;
+        }
         k.gone = true;
+        // Its K2K caches and outbox (empty once terminated) go now, not at the next compaction.
+        k.local = ExecLocal::default();
         k.quiet = true;
         let mut a = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
         a.give(k.region.0, k.region.1);

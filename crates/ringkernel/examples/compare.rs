@@ -576,6 +576,143 @@ async fn runtime_comparisons(report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// Resident set size of this process in bytes (`/proc/self/statm`; `None` off Linux).
+fn rss_bytes() -> Option<u64> {
+    statm_bytes(1)
+}
+
+/// Field `field` of `/proc/self/statm` (0: virtual size, 1: resident) in bytes.
+fn statm_bytes(field: usize) -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(field)?.parse().ok()?;
+    // Linux page size on every platform this runs on in CI; statm counts pages.
+    Some(pages * 4096)
+}
+
+const FOOTPRINT_ENV: &str = "RINGKERNEL_COMPARE_FOOTPRINT";
+
+/// The child process of [`footprint`]: launches 10,000 idle default kernels on a fresh heap and
+/// prints `FOOTPRINT <launch ns> <resident bytes per kernel> <virtual bytes per kernel>` (-1 where
+/// `/proc/self/statm` is not readable).
+async fn footprint_child() -> Result<()> {
+    let n = 10_000usize;
+    let rt = RingKernel::builder().backend(Backend::Cpu).build().await?;
+    let names: Vec<String> = (0..n).map(|j| format!("cmp_idle_{j}")).collect();
+    for name in &names {
+        rt.register(
+            KernelDef::new::<u64>(name.clone()).on(|c: &mut u64, _m: Pod64, _: &mut Context<'_>| *c += 1),
+        )?;
+    }
+    let opts = LaunchOptions::default();
+    let (rss0, virt0) = (rss_bytes(), statm_bytes(0));
+    let start = Instant::now();
+    let mut hs = Vec::with_capacity(n);
+    for name in &names {
+        hs.push(rt.launch(name, opts.clone()).await?);
+    }
+    let ns = start.elapsed().as_nanos() as f64;
+    let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / n as f64,
+        _ => -1.0,
+    };
+    println!("FOOTPRINT {ns} {} {}", per(rss0, rss_bytes()), per(virt0, statm_bytes(0)));
+    drop(hs);
+    rt.shutdown().await
+}
+
+/// What an idle kernel costs: launch 10,000 default kernels and divide the growth of the
+/// resident set by 10,000 (the layout figure, ring regions plus the cell, is printed next to it);
+/// then launch and terminate kernels one after the other and report how much the resident set
+/// grew over the cycles (flat when terminated kernels' memory is released or reused).
+async fn footprint(report: &mut Report) -> Result<()> {
+    use ringkernel::queue::slot_ring::ring_region_size;
+    let idle = || KernelDef::new::<u64>("cmp_idle").on(|c: &mut u64, _m: Pod64, _: &mut Context<'_>| *c += 1);
+    let opts = LaunchOptions::default();
+    let slot = opts.slot_size() as u32;
+    let layout = ring_region_size((opts.input_capacity as u32).next_power_of_two(), slot)
+        + ring_region_size((opts.output_capacity as u32).next_power_of_two(), slot)
+        + core::mem::size_of::<ringkernel::runtime::KernelCell>();
+    println!(
+        "{:<34} {layout} B per default kernel from the layout ({} + {} slots of {slot} B, cell {} B)",
+        "default kernel layout",
+        opts.input_capacity,
+        opts.output_capacity,
+        core::mem::size_of::<ringkernel::runtime::KernelCell>()
+    );
+    // Each round in a fresh process (this program again, with RINGKERNEL_COMPARE_FOOTPRINT=1):
+    // in this one, memory freed by earlier comparisons would be reused and hide the growth.
+    let mut launch = Vec::new();
+    let mut per_kernel = Vec::new();
+    let mut virt_per_kernel = Vec::new();
+    for _ in 0..3 {
+        let out = std::env::current_exe()
+            .and_then(|exe| std::process::Command::new(exe).env(FOOTPRINT_ENV, "1").output());
+        let line = out.ok().and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("FOOTPRINT ").map(str::to_string))
+        });
+        let Some(line) = line else { continue };
+        let v: Vec<f64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        if let [ns, rss, virt] = v[..] {
+            launch.push(ns);
+            if rss >= 0.0 {
+                per_kernel.push(rss);
+                virt_per_kernel.push(virt);
+            }
+        }
+    }
+    if launch.is_empty() {
+        report.skip("launch_10k_kernels_ns", "the footprint child process failed".into());
+        return Ok(());
+    }
+    report.add("launch_10k_kernels_ns", median(launch), None, "lower");
+    if per_kernel.is_empty() {
+        report.skip("kernel_footprint_bytes", "/proc/self/statm is not readable".into());
+    } else {
+        report.add(
+            "kernel_footprint_bytes",
+            median(per_kernel),
+            Some(("layout (rings + cell)", layout as f64)),
+            "lower",
+        );
+        // Untouched pages of a ring are not resident; the address space a kernel takes is the
+        // other half of the story.
+        report.add("kernel_footprint_virtual_bytes", median(virt_per_kernel), None, "lower");
+    }
+    // Launch/terminate cycles; stops early (and says so) if the resident set grows past 2 GiB.
+    let cycles = 100_000usize;
+    let rt = RingKernel::builder().backend(Backend::Cpu).kernel(idle()).build().await?;
+    let warm = rt.launch("cmp_idle", opts.clone()).await?;
+    warm.terminate().await?;
+    drop(warm);
+    let base = rss_bytes();
+    let start = Instant::now();
+    let mut done = 0usize;
+    for i in 0..cycles {
+        let k = rt.launch("cmp_idle", opts.clone()).await?;
+        k.terminate().await?;
+        drop(k);
+        done = i + 1;
+        if i % 1000 == 999 && matches!((base, rss_bytes()), (Some(a), Some(b)) if b > a + (2 << 30)) {
+            break;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    match (base, rss_bytes()) {
+        (Some(a), Some(b)) => {
+            let metric = format!("rss_growth_{done}_launch_terminate_cycles_bytes");
+            report.add(&metric, b as f64 - a as f64, None, "lower");
+            println!("{:<34} {done} cycles in {elapsed:.1} s", "");
+        }
+        _ => {
+            report.skip("rss_growth_launch_terminate_cycles_bytes", "/proc/self/statm is not readable".into())
+        }
+    }
+    rt.shutdown().await?;
+    Ok(())
+}
+
 fn binary_size(report: &mut Report) {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let bin = std::path::Path::new(&target).join("release/examples/hello_kernel");
@@ -610,6 +747,10 @@ fn machine() -> String {
 }
 
 fn main() -> Result<()> {
+    if std::env::var_os(FOOTPRINT_ENV).is_some() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        return rt.block_on(footprint_child());
+    }
     let started = Instant::now();
     let machine = machine();
     println!("RingKernel comparison on {machine}\n");
@@ -619,6 +760,7 @@ fn main() -> Result<()> {
     queues(&mut report);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     rt.block_on(runtime_comparisons(&mut report))?;
+    rt.block_on(footprint(&mut report))?;
     binary_size(&mut report);
     for b in [Backend::Cuda, Backend::Wgpu, Backend::Metal] {
         let why = match rt.block_on(RingKernel::builder().backend(b).build()) {

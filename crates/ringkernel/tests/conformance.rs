@@ -620,11 +620,109 @@ async fn relaunch_under_same_name(backend: Setup) {
     rt.shutdown().await.unwrap();
 }
 
+/// Launching and terminating kernels keeps memory flat: the runtime forgets a terminated kernel
+/// (only the user's handles keep it), a K2K cache does not pin it, and the backend releases or
+/// reuses its memory (wgpu arena, CUDA blocks).
+async fn terminated_kernels_are_released(backend: Setup, cycles: usize) {
+    let defs = vec![stage_def("src", Some("cyc".into())), stage_def("cyc", None)];
+    let Some(rt) = runtime_with(backend, defs).await else { return };
+    let src = rt.launch("src", LaunchOptions::default()).await.unwrap();
+    assert_eq!(rt.kernels().len(), 1);
+    let memory = BackendMemory::of(&rt);
+    let mut cells = Vec::with_capacity(cycles);
+    let mut cuda_allocated = None;
+    for i in 0..cycles {
+        let k = rt.launch("cyc", LaunchOptions::default()).await.unwrap();
+        // Traffic through `src`'s K2K route to the new kernel now and then, and on the last cycle
+        // (so a cache entry for the last one exists when the test looks).
+        if i % 16 == 0 || i == cycles - 1 {
+            src.send(Num { seq: i as u64, value: 1 }).await.unwrap();
+            assert_eq!(k.receive::<Num>().await.unwrap().seq, i as u64);
+        }
+        k.terminate().await.unwrap();
+        cells.push(Arc::downgrade(k.cell()));
+        drop(k);
+        assert_eq!(rt.kernels().len(), 1, "cycle {i}: the runtime still lists a terminated kernel");
+        memory.settle(&rt, i);
+        if i == 0 {
+            cuda_allocated = memory.cuda_allocated(&rt);
+        }
+    }
+    assert_eq!(memory.cuda_allocated(&rt), cuda_allocated, "CUDA blocks were allocated instead of reused");
+    // The executor that finished a kernel may still hold it for a moment after `terminate`
+    // returned (it notifies before its run returns).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cells.iter().any(|c| c.strong_count() > 0) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let alive = cells.iter().filter(|c| c.strong_count() > 0).count();
+    assert_eq!(
+        alive, 0,
+        "{alive} of {cycles} terminated kernels are still held after their handles were dropped"
+    );
+    assert_eq!(src.status().error_count, 0, "{:?}", src.status().last_error);
+    rt.shutdown().await.unwrap();
+}
+
+/// What a GPU backend holds for kernels, taken after the long-lived kernels launched.
+struct BackendMemory {
+    #[cfg(feature = "wgpu")]
+    wgpu: Option<(u64, usize)>,
+    #[cfg(feature = "cuda")]
+    cuda_in_use: Option<usize>,
+}
+
+impl BackendMemory {
+    fn of(_rt: &RingKernel) -> Self {
+        Self {
+            #[cfg(feature = "wgpu")]
+            wgpu: _rt.wgpu_backend().map(|w| w.arena_in_use()),
+            #[cfg(feature = "cuda")]
+            cuda_in_use: _rt.cuda_backend().map(|c| {
+                let m = c.memory_blocks();
+                m.allocated - m.free
+            }),
+        }
+    }
+
+    /// After a kernel terminated: its device memory is back (wgpu: before `terminate` returned;
+    /// CUDA: once its launch returned, which the agent notices on its own).
+    fn settle(&self, _rt: &RingKernel, _cycle: usize) {
+        #[cfg(feature = "wgpu")]
+        if let (Some(base), Some(w)) = (self.wgpu, _rt.wgpu_backend()) {
+            assert_eq!(w.arena_in_use(), base, "cycle {_cycle}: the wgpu arena was not given back");
+        }
+        #[cfg(feature = "cuda")]
+        if let (Some(base), Some(c)) = (self.cuda_in_use, _rt.cuda_backend()) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let m = c.memory_blocks();
+                if m.awaiting_exit == 0 && m.allocated - m.free == base {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cycle {_cycle}: CUDA blocks never came back: {m:?}"
+                );
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+
+    fn cuda_allocated(&self, _rt: &RingKernel) -> Option<usize> {
+        #[cfg(feature = "cuda")]
+        if let Some(c) = _rt.cuda_backend() {
+            return Some(c.memory_blocks().allocated);
+        }
+        None
+    }
+}
+
 macro_rules! conformance {
     ($mod_name:ident, $backend:expr) => {
-        conformance!($mod_name, $backend, 10_000, 1_000_000, 60);
+        conformance!($mod_name, $backend, 10_000, 1_000_000, 60, 10_000);
     };
-    ($mod_name:ident, $backend:expr, $many:expr, $chain:expr, $races:expr) => {
+    ($mod_name:ident, $backend:expr, $many:expr, $chain:expr, $races:expr, $cycles:expr) => {
         mod $mod_name {
             use super::*;
 
@@ -704,20 +802,67 @@ macro_rules! conformance {
             async fn lifecycle_races() {
                 super::races::lifecycle_races($backend.into(), $races).await
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn terminated_kernels_are_released() {
+                super::terminated_kernels_are_released($backend.into(), $cycles).await
+            }
         }
     };
 }
 
 conformance!(cpu, Backend::Cpu);
 #[cfg(feature = "wgpu")]
-conformance!(wgpu, Backend::Wgpu, 10_000, 1_000_000, 20);
+conformance!(wgpu, Backend::Wgpu, 10_000, 1_000_000, 20, 500);
 // The CUDA backend on a GPU (skips without one, fails under RINGKERNEL_REQUIRE_CUDA=1), and its
 // host emulation: the same generated kernels as C on host threads, which CI always runs. A
 // persistent kernel holds a block and a stream for its life: 100 kernels, not 10,000.
 #[cfg(feature = "cuda")]
-conformance!(cuda, Backend::Cuda, 100, 1_000_000, 20);
+conformance!(cuda, Backend::Cuda, 100, 1_000_000, 20, 200);
 #[cfg(feature = "cuda")]
-conformance!(cuda_emulated, Setup { backend: Backend::Cuda, emulate: true }, 100, 1_000_000, 20);
+conformance!(cuda_emulated, Setup { backend: Backend::Cuda, emulate: true }, 100, 1_000_000, 20, 200);
+
+/// An idle kernel with the default options is small on the CPU backend (issue 11: at most
+/// 16 KiB), computed from its layout: both ring regions plus the kernel cell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_kernel_footprint_is_small() {
+    use ringkernel::queue::slot_ring::ring_region_size;
+    let opts = LaunchOptions::default();
+    let slot = opts.slot_size() as u32;
+    let cell = core::mem::size_of::<ringkernel::runtime::KernelCell>();
+    let layout = ring_region_size((opts.input_capacity as u32).next_power_of_two(), slot)
+        + ring_region_size((opts.output_capacity as u32).next_power_of_two(), slot)
+        + cell;
+    assert!(layout <= 16 * 1024, "a default kernel's layout is {layout} bytes");
+    // The rings a launch actually allocates have that size.
+    let Some(rt) = runtime_with(Backend::Cpu.into(), vec![counter_def("small")]).await else { return };
+    let k = rt.launch("small", LaunchOptions::default()).await.unwrap();
+    let rings = k.cell().input.region().1 + k.cell().output.region().1;
+    assert_eq!(rings + cell, layout);
+    rt.shutdown().await.unwrap();
+}
+
+/// 10,000 kernels with the default options fit the default wgpu arena (measured with the
+/// backend's own allocator: the bytes one default kernel takes).
+#[cfg(feature = "wgpu")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wgpu_default_arena_holds_ten_thousand_default_kernels() {
+    let Some(rt) = runtime_with(Backend::Wgpu.into(), vec![counter_def("fit")]).await else { return };
+    let w = rt.wgpu_backend().expect("wgpu backend");
+    let (before, _) = w.arena_in_use();
+    let k = rt.launch("fit", LaunchOptions::default()).await.unwrap();
+    let (after, _) = w.arena_in_use();
+    let per_kernel = after - before;
+    let config = ringkernel::wgpu::WgpuConfig::default();
+    let ctrl = u64::from(config.max_kernels) * 128;
+    assert!(
+        ctrl + 10_000 * per_kernel <= config.arena_bytes,
+        "{per_kernel} bytes per default kernel: 10,000 need {} of {} bytes",
+        ctrl + 10_000 * per_kernel,
+        config.arena_bytes
+    );
+    k.terminate().await.unwrap();
+    rt.shutdown().await.unwrap();
+}
 
 /// rkyv payloads through request/reply (CPU handlers only: WGSL reads the GPU word layout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -484,51 +484,139 @@ impl core::fmt::Debug for KernelCell {
 }
 
 /// The runtime's kernels by name and id, plus the host's clock. Read on K2K cache misses only.
+///
+/// It holds live kernels only: a kernel that terminates is forgotten
+/// ([`Directory::forget`], called by `KernelHandle::terminate` and by every backend when it marks
+/// a kernel terminated), so a terminated kernel's queues and state are freed as soon as the last
+/// `KernelHandle` on it is dropped. As a safety net, an insert also sweeps out terminated kernels
+/// once the maps have doubled since the last sweep (amortised O(1) per launch).
 pub struct Directory {
-    by_name: RwLock<HashMap<String, Arc<KernelCell>>>,
-    by_id: RwLock<HashMap<u32, Arc<KernelCell>>>,
+    maps: RwLock<Maps>,
     /// The host's HLC (node id 0), stamping messages the host sends.
     pub host_clock: HlcClock,
 }
 
+#[derive(Default)]
+struct Maps {
+    by_name: HashMap<String, Arc<KernelCell>>,
+    by_id: HashMap<u32, Arc<KernelCell>>,
+    /// Size of `by_id` at which the next insert sweeps out terminated kernels.
+    sweep_at: usize,
+}
+
 impl Default for Directory {
     fn default() -> Self {
-        Self { by_name: RwLock::default(), by_id: RwLock::default(), host_clock: HlcClock::new(0) }
+        Self { maps: RwLock::default(), host_clock: HlcClock::new(0) }
     }
 }
 
 impl Directory {
     /// Adds a kernel; a live kernel with the same name is an error.
     pub fn insert(&self, cell: Arc<KernelCell>) -> Result<()> {
-        let mut names = self.by_name.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = names.get(cell.name()) {
+        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = maps.by_name.get(cell.name()) {
             if old.state() != KernelState::Terminated {
                 return Err(Error::AlreadyLaunched(cell.name().to_string()));
             }
         }
-        names.insert(cell.name().to_string(), cell.clone());
-        self.by_id.write().unwrap_or_else(|e| e.into_inner()).insert(cell.id().0, cell);
+        if maps.by_id.len() >= maps.sweep_at {
+            maps.by_name.retain(|_, c| c.state() != KernelState::Terminated);
+            maps.by_id.retain(|_, c| c.state() != KernelState::Terminated);
+            maps.sweep_at = (maps.by_id.len() * 2).max(64);
+        }
+        maps.by_name.insert(cell.name().to_string(), cell.clone());
+        maps.by_id.insert(cell.id().0, cell);
         Ok(())
+    }
+
+    /// Forgets a kernel (it terminated). A newer kernel launched under the same name stays.
+    pub fn forget(&self, cell: &KernelCell) {
+        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
+        if maps.by_name.get(cell.name()).is_some_and(|c| core::ptr::eq(&**c, cell)) {
+            maps.by_name.remove(cell.name());
+        }
+        if maps.by_id.get(&cell.id().0).is_some_and(|c| core::ptr::eq(&**c, cell)) {
+            maps.by_id.remove(&cell.id().0);
+        }
     }
 
     /// Looks a kernel up by name.
     pub fn by_name(&self, name: &str) -> Option<Arc<KernelCell>> {
-        self.by_name.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.maps.read().unwrap_or_else(|e| e.into_inner()).by_name.get(name).cloned()
     }
 
     /// Looks a kernel up by id.
     pub fn by_id(&self, id: KernelId) -> Option<Arc<KernelCell>> {
-        self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(&id.0).cloned()
+        self.maps.read().unwrap_or_else(|e| e.into_inner()).by_id.get(&id.0).cloned()
     }
 
-    /// All kernels (snapshot).
+    /// All kernels the directory holds (snapshot): every kernel not yet terminated.
     pub fn all(&self) -> Vec<Arc<KernelCell>> {
-        self.by_id.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.maps.read().unwrap_or_else(|e| e.into_inner()).by_id.values().cloned().collect()
+    }
+
+    /// How many kernels the directory holds.
+    pub fn len(&self) -> usize {
+        self.maps.read().unwrap_or_else(|e| e.into_inner()).by_id.len()
+    }
+
+    /// Whether the directory holds no kernel.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 impl core::fmt::Debug for Directory {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Directory").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(id: u32, name: &str) -> Arc<KernelCell> {
+        Arc::new(KernelCell::new(KernelId(id), name, None, LaunchOptions::default(), Vec::new()).unwrap())
+    }
+
+    fn terminate(c: &KernelCell) {
+        c.control.set_state_code(KernelState::Terminated.code());
+    }
+
+    #[test]
+    fn forget_keeps_a_newer_kernel_of_the_same_name() {
+        let dir = Directory::default();
+        let old = cell(1, "k");
+        dir.insert(old.clone()).unwrap();
+        assert!(matches!(dir.insert(cell(2, "k")), Err(Error::AlreadyLaunched(_))));
+        terminate(&old);
+        let new = cell(3, "k");
+        dir.insert(new.clone()).unwrap();
+        // A late forget of the old kernel (its backend marking it terminated) leaves the new one.
+        dir.forget(&old);
+        assert!(Arc::ptr_eq(&dir.by_name("k").unwrap(), &new));
+        assert!(dir.by_id(KernelId(1)).is_none());
+        assert_eq!(dir.len(), 1);
+        terminate(&new);
+        dir.forget(&new);
+        assert!(dir.is_empty());
+        assert_eq!(Arc::strong_count(&old), 1);
+        assert_eq!(Arc::strong_count(&new), 1);
+    }
+
+    #[test]
+    fn inserts_sweep_out_terminated_kernels_nobody_forgot() {
+        let dir = Directory::default();
+        let mut weak = Vec::new();
+        for i in 0..1000 {
+            let c = cell(i, &format!("k{i}"));
+            dir.insert(c.clone()).unwrap();
+            terminate(&c);
+            weak.push(Arc::downgrade(&c));
+        }
+        // Never forgotten explicitly: the sweep on insert keeps the directory bounded.
+        assert!(dir.len() <= 128, "{} kernels held", dir.len());
+        assert!(weak.iter().filter(|w| w.strong_count() > 0).count() <= 128);
     }
 }

@@ -15,7 +15,7 @@ use crate::message::{
 };
 use crate::{Error, Result};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Where a K2K message goes: a kernel name or id.
 #[derive(Debug, Clone, Copy)]
@@ -53,11 +53,44 @@ pub(crate) struct Outgoing {
 }
 
 /// Per-kernel executor-local data the context uses: the outbox and the K2K lookup caches.
+///
+/// The caches hold their targets weakly: a target that terminates and is forgotten by the
+/// directory is freed even while this kernel lives on, and entries whose target is gone or
+/// terminated are swept out whenever a cache has doubled since its last sweep.
 #[derive(Default)]
 pub struct ExecLocal {
     pub(crate) outbox: VecDeque<Outgoing>,
-    names: HashMap<String, Arc<KernelCell>>,
-    ids: HashMap<u32, Arc<KernelCell>>,
+    names: Cache<String>,
+    ids: Cache<u32>,
+}
+
+/// A K2K lookup cache (see [`ExecLocal`]).
+struct Cache<K> {
+    map: HashMap<K, Weak<KernelCell>>,
+    sweep_at: usize,
+}
+
+impl<K> Default for Cache<K> {
+    fn default() -> Self {
+        Self { map: HashMap::new(), sweep_at: 0 }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Cache<K> {
+    fn get<Q: std::hash::Hash + Eq + ?Sized>(&self, k: &Q) -> Option<Arc<KernelCell>>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.map.get(k)?.upgrade()
+    }
+
+    fn insert(&mut self, k: K, cell: &Arc<KernelCell>) {
+        if self.map.len() >= self.sweep_at {
+            self.map.retain(|_, c| c.upgrade().is_some_and(|c| c.state() != KernelState::Terminated));
+            self.sweep_at = (self.map.len() * 2).max(16);
+        }
+        self.map.insert(k, Arc::downgrade(cell));
+    }
 }
 
 impl ExecLocal {
@@ -171,21 +204,21 @@ impl<'a> Context<'a> {
             // the same name: look the name up again.
             Target::Name(n) => match self.local.names.get(n).filter(|c| c.state() != KernelState::Terminated)
             {
-                Some(c) => Some(c.clone()),
+                Some(c) => Some(c),
                 None => {
                     let c = self.dir.by_name(n);
                     if let Some(c) = &c {
-                        self.local.names.insert(n.to_string(), c.clone());
+                        self.local.names.insert(n.to_string(), c);
                     }
                     c
                 }
             },
             Target::Id(id) => match self.local.ids.get(&id.0) {
-                Some(c) => Some(c.clone()),
+                Some(c) => Some(c),
                 None => {
                     let c = self.dir.by_id(id);
                     if let Some(c) = &c {
-                        self.local.ids.insert(id.0, c.clone());
+                        self.local.ids.insert(id.0, c);
                     }
                     c
                 }

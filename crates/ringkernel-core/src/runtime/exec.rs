@@ -138,6 +138,7 @@ impl HostExecutor {
         cell.control.mirror_queues(cell.input.indices(), cell.output.indices());
         if terminating && cell.input.is_empty() && self.held.is_empty() && self.local.outbox.is_empty() {
             self.finish_terminate(&cell);
+            dir.forget(&cell);
             return RunOutcome::Terminated;
         }
         if !self.local.outbox.is_empty() || (processed >= budget && !self.failed) {
@@ -305,6 +306,10 @@ impl HostExecutor {
         let _ = cell.transition(KernelState::Terminated);
         cell.control.set_hlc_packed(self.clock.now().packed());
         cell.control.mark_terminated();
+        // Nothing runs any more: drop the user state and the K2K caches now rather than with the
+        // cell (handles may keep the cell for long; a cached target must not be kept with it).
+        self.state = None;
+        self.local = ExecLocal::default();
         cell.lifecycle_waiters.notify();
         cell.output_waiters.notify();
         cell.input_waiters.notify();

@@ -306,6 +306,9 @@ impl KernelHandle {
         self.cell.ring();
         let c = &self.cell.control;
         self.cell.lifecycle_waiters.wait_until(|| c.is_terminated().then_some(())).await;
+        // The backend forgets it too when it marks it terminated; this makes it certain by the
+        // time terminate returns.
+        self.dir.forget(&self.cell);
         Ok(TerminateReport { messages_processed: c.messages_processed(), returned: self.cell.returned() })
     }
 

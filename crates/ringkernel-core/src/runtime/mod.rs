@@ -29,6 +29,8 @@ pub use exec::{HostExecutor, RunOutcome};
 pub use handle::{
     ErrorReply, KernelHandle, KernelStatus, RawMessage, Received, ReceivedMeta, TerminateReport, TrySendError,
 };
-pub use options::{Backend, LaunchOptions, RestartPolicy, MAX_MESSAGE_BYTES, MAX_PENDING_CALLS};
+pub use options::{
+    Backend, LaunchOptions, RestartPolicy, DEFAULT_QUEUE_CAPACITY, MAX_MESSAGE_BYTES, MAX_PENDING_CALLS,
+};
 pub use reply::{Delivery, ReplyTable, Ticket};
 pub use state::KernelState;

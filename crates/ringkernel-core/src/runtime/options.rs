@@ -74,8 +74,33 @@ pub enum RestartPolicy {
 pub const MAX_MESSAGE_BYTES: usize = 1 << 24;
 /// Largest `max_pending_calls` a kernel may be launched with.
 pub const MAX_PENDING_CALLS: usize = 1 << 16;
+/// Default slots of each queue (input and output) of a kernel: small, so that idle kernels are
+/// cheap (see [`LaunchOptions`]).
+pub const DEFAULT_QUEUE_CAPACITY: usize = 16;
 
 /// Options for [`launch`](crate::runtime) of one kernel.
+///
+/// # Defaults and footprint
+///
+/// The defaults are sized for many mostly idle kernels: 16 input and 16 output slots of 256 bytes
+/// ([`DEFAULT_QUEUE_CAPACITY`], `max_message_bytes`), so an idle kernel on the CPU backend costs
+/// about 11 KiB (two 4.5 KiB ring regions plus the kernel cell; the reply table is allocated on
+/// the first `call`), and a wgpu kernel about 8.5 KiB of device memory. A full queue is
+/// backpressure, never loss: `send` waits, `try_send` hands the message back, a K2K sender keeps
+/// it in its outbox.
+///
+/// A kernel that receives bursts (thousands of messages sent before it runs) or emits many
+/// outputs that are read later should get deeper queues, per kernel:
+///
+/// ```
+/// # use ringkernel_core::runtime::LaunchOptions;
+/// let busy = LaunchOptions::default().with_queue_capacity(4096); // both queues
+/// let wide = LaunchOptions { input_capacity: 1024, output_capacity: 64, ..LaunchOptions::default() };
+/// # let _ = (busy, wide);
+/// ```
+///
+/// Memory per queue is `ring_region_size(capacity, slot_size)`
+/// ([`crate::queue::slot_ring::ring_region_size`]): about `capacity × slot_size`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchOptions {
     /// Input queue slots (rounded up to a power of two).
@@ -97,8 +122,8 @@ pub struct LaunchOptions {
 impl Default for LaunchOptions {
     fn default() -> Self {
         Self {
-            input_capacity: 1024,
-            output_capacity: 1024,
+            input_capacity: DEFAULT_QUEUE_CAPACITY,
+            output_capacity: DEFAULT_QUEUE_CAPACITY,
             max_message_bytes: 256,
             auto_activate: true,
             restart: RestartPolicy::Never,
