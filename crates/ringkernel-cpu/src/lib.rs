@@ -17,7 +17,10 @@
 //! * A kernel with nothing to do costs nothing: it is in no queue and no thread polls it. Ten
 //!   thousand idle kernels are ten thousand small heap objects.
 //! * Workers with an empty run queue spin for a short while (so that a hot request/reply pair is
-//!   answered without a futex round trip), then park. A producer that queues a kernel unparks one
+//!   answered without a futex round trip), then park. After the first couple of microseconds the
+//!   spin yields the core on every turn (`sched_yield`), so that on a machine with few cores a
+//!   spinning worker never keeps the thread it waits for (a caller, the worker running the
+//!   kernel) off a shared core; a waiting `call` does the same. A producer that queues a kernel unparks one
 //!   parked worker, if any. The sleep protocol is a Dekker pair (`sleeping` flag vs run-queue
 //!   push), both sides separated by SeqCst fences.
 //!
@@ -30,7 +33,9 @@
 //! ([`HostExecutor::runtime_panicked`]) and goes on serving the others.
 
 use crossbeam_deque::{Injector, Steal};
-use ringkernel_core::runtime::{Directory, Doorbell, HostExecutor, KernelCell, RunOutcome};
+use ringkernel_core::runtime::{
+    Directory, Doorbell, HostExecutor, KernelCell, RunOutcome, SPIN_BEFORE_YIELD,
+};
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
@@ -192,8 +197,15 @@ impl Pool {
                         break;
                     }
                 }
-                for _ in 0..16 {
-                    std::hint::spin_loop();
+                // Past the first microseconds, yield the core on each turn: a spinning worker
+                // must not keep a thread that shares its core (the caller waiting for a reply,
+                // the worker running the kernel) off it.
+                if start.elapsed() > SPIN_BEFORE_YIELD {
+                    std::thread::yield_now();
+                } else {
+                    for _ in 0..16 {
+                        std::hint::spin_loop();
+                    }
                 }
             }
             if let Some(t) = found {

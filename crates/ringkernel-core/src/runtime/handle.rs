@@ -190,6 +190,10 @@ pub struct TerminateReport {
 /// How long `call` spins for the reply before parking the task.
 const CALL_SPIN: Duration = Duration::from_micros(20);
 
+/// How long a waiting `call` (and an idle CPU worker) spins before it yields the core on each
+/// turn of its wait loop.
+pub const SPIN_BEFORE_YIELD: Duration = Duration::from_micros(2);
+
 /// The host's handle on a launched kernel. Cheap to clone.
 #[derive(Clone)]
 pub struct KernelHandle {
@@ -490,10 +494,18 @@ impl KernelHandle {
             if let core::task::Poll::Ready(b) = cell.replies.poll_take(ticket, None) {
                 break b;
             }
-            if start.elapsed() > CALL_SPIN {
+            let e = start.elapsed();
+            if e > CALL_SPIN {
                 break poll_fn(|cx| cell.replies.poll_take(ticket, Some(cx))).await;
             }
-            core::hint::spin_loop();
+            // After the first microseconds, give the core away on each turn: on a small machine
+            // the worker running the kernel may share this core, and a pure spin would keep it
+            // off until this thread parks (docs/10: this was the round trip's p99 tail).
+            if e > SPIN_BEFORE_YIELD {
+                std::thread::yield_now();
+            } else {
+                core::hint::spin_loop();
+            }
         };
         guard.done = true;
         let (header, payload) = decode_header(&bytes)?;

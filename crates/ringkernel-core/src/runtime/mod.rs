@@ -27,7 +27,8 @@ pub use definition::{
 };
 pub use exec::{HostExecutor, RunOutcome};
 pub use handle::{
-    ErrorReply, KernelHandle, KernelStatus, RawMessage, Received, ReceivedMeta, TerminateReport, TrySendError,
+    ErrorReply, KernelHandle, KernelStatus, RawMessage, Received, ReceivedMeta, TerminateReport,
+    TrySendError, SPIN_BEFORE_YIELD,
 };
 pub use options::{
     Backend, LaunchOptions, RestartPolicy, DEFAULT_QUEUE_CAPACITY, MAX_MESSAGE_BYTES, MAX_PENDING_CALLS,
