@@ -623,7 +623,17 @@ impl Dispatcher {
                 i += 1;
                 continue;
             }
-            match self.prepare(shared, i) {
+            // A panic in this kernel's host-side work fails this kernel only; the round goes on
+            // for the others.
+            let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.prepare(shared, i)));
+            let prepared = match prepared {
+                Ok(p) => p,
+                Err(p) => {
+                    self.kernel_panicked(i, device_host::panic_message(&*p));
+                    Some(Busy::Idle)
+                }
+            };
+            match prepared {
                 None => {
                     Self::release(shared, &mut self.kernels[i]);
                     self.gone += 1;
@@ -831,7 +841,40 @@ impl Dispatcher {
             more_at += n;
         }
         for &i in &watched {
-            let k = &mut self.kernels[i];
+            let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Self::collect_kernel(shared, &mut self.kernels[i], i, &spec_slices, &more_slices)
+            }));
+            match routed {
+                Ok(true) => busy = Busy::Work,
+                Ok(false) => {}
+                Err(p) => {
+                    // Its outputs of this round are not routed twice.
+                    let k = &mut self.kernels[i];
+                    k.out_head = k.out_tail;
+                    write_ctrl(shared, k.ctrl(), ctrl::OUT_HEAD, k.out_head);
+                    self.kernel_panicked(i, device_host::panic_message(&*p));
+                }
+            }
+        }
+        for &i in &watched {
+            if let Some(cell) = self.kernels[i].cell.upgrade() {
+                cell.input_waiters.notify();
+            }
+        }
+        busy
+    }
+
+    /// Routes what one kernel wrote in this round (its outputs, and the input read back from a
+    /// failed kernel); `true` if it produced outputs.
+    fn collect_kernel(
+        shared: &Shared,
+        k: &mut GpuKernel,
+        i: usize,
+        spec_slices: &HashMap<usize, &[u8]>,
+        more_slices: &[(SlotRange, &[u8])],
+    ) -> bool {
+        let mut produced_any = false;
+        {
             let slot_bytes = k.out_slot as usize * 4;
             let produced = k.out_tail.wrapping_sub(k.out_head).min(k.out_cap) as usize;
             if produced > 0 {
@@ -847,7 +890,7 @@ impl Dispatcher {
                 }
                 k.out_head = k.out_tail;
                 write_ctrl(shared, k.ctrl(), ctrl::OUT_HEAD, k.out_head);
-                busy = Busy::Work;
+                produced_any = true;
             }
             if let Some((_, bytes)) = more_slices.iter().find(|(r, _)| r.kernel == i && r.input) {
                 for slot in bytes.chunks_exact(k.in_slot as usize * 4) {
@@ -857,18 +900,25 @@ impl Dispatcher {
                 write_ctrl(shared, k.ctrl(), ctrl::IN_HEAD, k.in_head);
             }
         }
-        for &i in &watched {
-            if let Some(cell) = self.kernels[i].cell.upgrade() {
-                cell.input_waiters.notify();
-            }
-        }
-        busy
+        produced_any
+    }
+
+    /// The dispatcher's own code panicked while serving kernel `i`: that kernel fails (typed
+    /// reason, waiting calls answered, host queue handed back; what is on the device is read back
+    /// and handed back like any failed kernel's), the others go on.
+    fn kernel_panicked(&mut self, i: usize, text: &str) {
+        let k = &mut self.kernels[i];
+        let Some(cell) = k.cell.upgrade() else { return };
+        k.failed = true;
+        let text = format!("the wgpu dispatcher panicked while serving this kernel: {text}");
+        device_host::runtime_panicked(&mut k.local, &cell, &text, true);
     }
 
     /// Host-side work for one kernel before the pass. `None`: the kernel is gone; forget it.
     fn prepare(&mut self, shared: &Shared, i: usize) -> Option<Busy> {
         let k = &mut self.kernels[i];
         let cell = k.cell.upgrade()?;
+        cell.check_injected_fault();
         k.dir.upgrade()?;
         if cell.state() == KernelState::Terminated {
             return None;
