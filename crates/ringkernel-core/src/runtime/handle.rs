@@ -338,19 +338,23 @@ impl KernelHandle {
         }
     }
 
+    /// Waits until the input queue has room or the kernel stops taking messages.
+    async fn input_room(&self) {
+        let cell = &*self.cell;
+        cell.input_waiters
+            .wait_until(|| {
+                (cell.input.len() < cell.input.capacity() || !cell.state().accepts_messages()).then_some(())
+            })
+            .await;
+    }
+
     async fn push_wait<M: RingMessage>(&self, msg: &M, correlation_id: u64) -> Result<()> {
         loop {
             if self.push(msg, correlation_id)? {
                 return Ok(());
             }
-            let cell = &*self.cell;
-            cell.input_waiters
-                .wait_until(|| {
-                    (cell.input.len() < cell.input.capacity() || !cell.state().accepts_messages())
-                        .then_some(())
-                })
-                .await;
-            cell.check_accepts(M::message_type(), M::type_name())?;
+            self.input_room().await;
+            self.cell.check_accepts(M::message_type(), M::type_name())?;
         }
     }
 
@@ -392,13 +396,7 @@ impl KernelHandle {
                 Err(Error::QueueFull(_)) => {}
                 r => return r,
             }
-            let cell = &*self.cell;
-            cell.input_waiters
-                .wait_until(|| {
-                    (cell.input.len() < cell.input.capacity() || !cell.state().accepts_messages())
-                        .then_some(())
-                })
-                .await;
+            self.input_room().await;
         }
     }
 
