@@ -27,6 +27,9 @@ pub trait Doorbell: Send + Sync {
     fn ring(&self);
 }
 
+const FAULT_NEXT_RUN: u8 = 1;
+const FAULT_NEXT_MESSAGE: u8 = 2;
+
 /// What happened to a push into a kernel's input queue ([`KernelCell::try_push_input`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputPush {
@@ -126,7 +129,7 @@ pub struct KernelCell {
     returned: Mutex<Vec<RawMessage>>,
     known_kernels: Vec<String>,
     /// Test-only fault injection (see [`KernelCell::inject_runtime_fault`]).
-    fault: core::sync::atomic::AtomicBool,
+    fault: core::sync::atomic::AtomicU8,
 }
 
 impl KernelCell {
@@ -178,18 +181,28 @@ impl KernelCell {
             last_error: Mutex::new(None),
             returned: Mutex::new(Vec::new()),
             known_kernels,
-            fault: core::sync::atomic::AtomicBool::new(false),
+            fault: core::sync::atomic::AtomicU8::new(0),
         })
     }
 
     /// Test-only fault injection: the next time the backend's host thread (CPU worker, CUDA
-    /// agent) serves this kernel, its runtime code panics, outside any handler. The conformance
-    /// tests use it to check that such a panic fails this kernel only. Not for production use.
+    /// agent, wgpu dispatcher) serves this kernel, its runtime code panics, outside any handler.
+    /// The conformance tests use it to check that such a panic fails this kernel only. Not for
+    /// production use.
     #[doc(hidden)]
     pub fn inject_runtime_fault(&self) {
         // Relaxed: the hook is only observed by the backend thread's next run, which a doorbell
         // (its own release/acquire) or a later poll orders after this store well enough for tests.
-        self.fault.store(true, Ordering::Relaxed);
+        self.fault.store(FAULT_NEXT_RUN, Ordering::Relaxed);
+        self.ring();
+    }
+
+    /// Test-only fault injection: the runtime code panics while the CPU executor handles the
+    /// next message (in the middle of a batch), outside the handler. Not for production use.
+    #[doc(hidden)]
+    pub fn inject_message_fault(&self) {
+        // Relaxed: as in `inject_runtime_fault`.
+        self.fault.store(FAULT_NEXT_MESSAGE, Ordering::Relaxed);
         self.ring();
     }
 
@@ -198,8 +211,22 @@ impl KernelCell {
     #[doc(hidden)]
     #[inline]
     pub fn check_injected_fault(&self) {
+        self.fire_fault(FAULT_NEXT_RUN);
+    }
+
+    /// Panics once after [`KernelCell::inject_message_fault`]: called per message handled.
+    #[doc(hidden)]
+    #[inline]
+    pub fn check_injected_message_fault(&self) {
+        self.fire_fault(FAULT_NEXT_MESSAGE);
+    }
+
+    #[inline]
+    fn fire_fault(&self, kind: u8) {
         // Relaxed: a test hook; see `inject_runtime_fault`.
-        if self.fault.load(Ordering::Relaxed) && self.fault.swap(false, Ordering::Relaxed) {
+        if self.fault.load(Ordering::Relaxed) == kind
+            && self.fault.compare_exchange(kind, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
             panic!("injected runtime fault in kernel {:?} (test hook)", self.name);
         }
     }

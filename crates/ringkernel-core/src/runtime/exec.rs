@@ -109,20 +109,29 @@ impl HostExecutor {
                 }
                 let mut handled = 0u64;
                 let mut held = core::mem::take(&mut self.held);
+                let mut panicked = None;
                 let n = cell.input.pop_batch_with(BATCH.min(budget - processed), |bytes| {
-                    if !terminating && !cell.control.is_active() {
+                    // After a panic in the runtime's own code, the rest of the claimed batch is
+                    // kept (and handed back below), not consumed.
+                    if panicked.is_some() || (!terminating && !cell.control.is_active()) {
                         held.push_back(bytes.to_vec());
                         return;
                     }
                     handled += 1;
-                    self.handle(&cell, &dir, bytes);
+                    let r = catch_unwind(AssertUnwindSafe(|| self.handle(&cell, &dir, bytes)));
+                    panicked = r.err();
                 });
                 self.held = held;
+                cell.control.add_in_flight(-(handled as i64));
+                if let Some(p) = panicked {
+                    // The message being handled is consumed; the held rest of the batch and the
+                    // queue are handed back, the waiting calls answered.
+                    return self.runtime_panicked(&*p);
+                }
                 if n == 0 {
                     break;
                 }
                 processed += n;
-                cell.control.add_in_flight(-(handled as i64));
                 if !self.local.outbox.is_empty() || self.failed {
                     break;
                 }
@@ -185,6 +194,7 @@ impl HostExecutor {
     }
 
     fn handle(&mut self, cell: &KernelCell, dir: &Directory, bytes: &[u8]) {
+        cell.check_injected_message_fault();
         let (header, payload) = match decode_header(bytes) {
             Ok(hp) => hp,
             Err(e) => {

@@ -160,3 +160,33 @@ pub(crate) async fn runtime_panic_fails_one_kernel(backend: Setup) {
     assert_eq!(report.messages_processed, 9);
     rt.shutdown().await.unwrap();
 }
+
+/// A panic in the CPU executor's own code in the middle of a batch (test hook): the message being
+/// handled is consumed, the rest of the claimed batch is not lost but handed back with the queue,
+/// the waiting call fails with `KernelFailed`, and the in-flight count returns to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_runtime_panic_mid_batch_loses_nothing() {
+    let Some(rt) = runtime_with(Backend::Cpu.into(), vec![counter_def("victim")]).await else { return };
+    let k = rt.launch("victim", LaunchOptions::default().inactive()).await.unwrap();
+    for seq in 1..=3 {
+        k.send(Num { seq, value: seq }).await.unwrap();
+    }
+    let call = {
+        let k = k.clone();
+        tokio::spawn(async move { k.call::<_, Total>(Num { seq: 4, value: 4 }).await })
+    };
+    while k.status().input_queue_depth < 4 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    k.cell().inject_message_fault();
+    k.activate().await.unwrap();
+    let err = call.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::KernelFailed { .. }), "{err:?}");
+    let report = k.terminate().await.unwrap();
+    let mut returned: Vec<u64> = report.returned.iter().map(|m| m.decode::<Num>().unwrap().seq).collect();
+    returned.sort_unstable();
+    assert_eq!(returned, vec![2, 3], "the batch after the panicking message is handed back");
+    assert_eq!(k.status().messages_in_flight, 0);
+    assert_eq!(report.messages_processed, 0);
+    rt.shutdown().await.unwrap();
+}
