@@ -904,8 +904,9 @@ impl Dispatcher {
     }
 
     /// The dispatcher's own code panicked while serving kernel `i`: that kernel fails (typed
-    /// reason, waiting calls answered, host queue handed back; what is on the device is read back
-    /// and handed back like any failed kernel's), the others go on.
+    /// reason, waiting calls answered, host queue handed back), the others go on. Input already
+    /// uploaded to the device is read back only when the kernel takes part in a later round (as
+    /// a route target); otherwise it stays unaccounted (docs/08).
     fn kernel_panicked(&mut self, i: usize, text: &str) {
         let k = &mut self.kernels[i];
         let Some(cell) = k.cell.upgrade() else { return };

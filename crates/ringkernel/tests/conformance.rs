@@ -120,8 +120,9 @@ RK_DEVICE uint32_t on_Boom(rk_ctx* ctx, Counter* s, const Boom* m) {
 fn counter_def(name: &str) -> KernelDef {
     let def = KernelDef::new::<Counter>(name)
         .on(|s: &mut Counter, n: Num, _ctx: &mut Context<'_>| {
+            // Wrapping, as the WGSL and CUDA versions: random payloads must not fail the kernel.
             s.count += 1;
-            s.sum += n.value;
+            s.sum = s.sum.wrapping_add(n.value);
             Total { count: s.count, sum: s.sum }
         })
         .on(|s: &mut Counter, w: Words, _ctx: &mut Context<'_>| {

@@ -290,6 +290,22 @@ impl KernelCell {
         }
     }
 
+    /// Moves a launched, active or inactive kernel to `Failed` outside the transition table
+    /// (a lost device, a panic in the runtime's own code); a terminating or ended kernel is left
+    /// as it is, so a racing `terminate` still completes. Compare-and-swap from the state it
+    /// observed, so it never overwrites a concurrent transition. Returns whether it moved.
+    pub fn force_failed(&self) -> bool {
+        loop {
+            let from = self.state();
+            if !matches!(from, KernelState::Launched | KernelState::Active | KernelState::Inactive) {
+                return false;
+            }
+            if self.control.transition(from.code(), KernelState::Failed.code()).is_ok() {
+                return true;
+            }
+        }
+    }
+
     /// Records a failure text (and code) on the kernel.
     pub fn record_error(&self, code: crate::control_block::ErrorCode, text: String) {
         self.control.record_error(code);

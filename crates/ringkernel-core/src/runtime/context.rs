@@ -342,6 +342,14 @@ pub(crate) fn deliver_reply(cell: &KernelCell, local: &mut ExecLocal, correlatio
     if cell.replies.complete(correlation_id, bytes) == Delivery::Delivered {
         return;
     }
+    // A "kernel failed" answer nobody waits for carries no result: its caller already had one
+    // (the kernel failed while the request was on its way in) or gave up. It is not put in the
+    // output, where it would meet a `receive` expecting a message.
+    if crate::message::decode_header(bytes)
+        .is_ok_and(|(h, _)| h.flags & crate::message::FLAG_KERNEL_FAILED != 0)
+    {
+        return;
+    }
     if local.outbox.is_empty() && cell.push_output_bytes(bytes) {
         return;
     }

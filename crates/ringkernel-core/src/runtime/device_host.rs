@@ -119,13 +119,9 @@ pub fn handler_failed(local: &mut ExecLocal, cell: &KernelCell, text: &str, corr
 /// waiting `call` gets `KernelFailed` with `text`.
 pub fn device_failed(local: &mut ExecLocal, cell: &KernelCell, text: &str) {
     cell.record_error(ErrorCode::HandlerPanic, text.to_string());
-    // Device loss happens outside the lifecycle table (an inactive kernel fails too): the state
-    // is set directly unless the kernel already ended.
-    if cell.transition(KernelState::Failed).is_err()
-        && !matches!(cell.state(), KernelState::Terminated | KernelState::Failed)
-    {
-        cell.control.set_state_code(KernelState::Failed.code());
-    }
+    // Device loss happens outside the lifecycle table (an inactive kernel fails too); a
+    // terminating kernel finishes terminating.
+    cell.force_failed();
     for corr in cell.replies.waiting() {
         let h = EnvelopeHeader { correlation_id: corr, ..EnvelopeHeader::default() };
         local.fail_request(cell, &h, text, true);
@@ -149,11 +145,7 @@ pub fn panic_message(payload: &(dyn core::any::Any + Send)) -> &str {
 /// finishes; an ended one is left alone.
 pub(crate) fn mark_panicked(cell: &KernelCell, text: &str) {
     cell.record_error(ErrorCode::HandlerPanic, text.to_string());
-    if cell.transition(KernelState::Failed).is_err()
-        && matches!(cell.state(), KernelState::Launched | KernelState::Inactive)
-    {
-        cell.control.set_state_code(KernelState::Failed.code());
-    }
+    cell.force_failed();
 }
 
 /// Fails every `call` still waiting on `cell`'s kernel with `KernelFailed` and `text`, and wakes

@@ -52,6 +52,8 @@ pub struct HostExecutor {
     clock: HlcClock,
     local: ExecLocal,
     failed: bool,
+    /// Panics in the runtime's own code while running this kernel (see `runtime_panicked`).
+    runtime_panics: u32,
     /// Messages popped after a concurrent `deactivate` took effect, kept in order for the next
     /// active run (see `run`).
     held: std::collections::VecDeque<Vec<u8>>,
@@ -70,6 +72,7 @@ impl HostExecutor {
             clock,
             local: ExecLocal::default(),
             failed: false,
+            runtime_panics: 0,
             held: std::collections::VecDeque::new(),
         }
     }
@@ -96,8 +99,9 @@ impl HostExecutor {
             // Messages held back by an earlier deactivate come first, in order.
             while processed < budget && self.local.outbox.is_empty() && !self.failed {
                 let Some(bytes) = self.held.pop_front() else { break };
-                self.handle(&cell, &dir, &bytes);
+                // Counted first: a panic inside `handle` leaves the count exact.
                 cell.control.add_in_flight(-1);
+                self.handle(&cell, &dir, &bytes);
                 processed += 1;
             }
             // Re-checked per batch, and per message below: a message pushed after `deactivate`
@@ -175,14 +179,17 @@ impl HostExecutor {
             super::device_host::panic_message(payload)
         );
         tracing::error!(kernel = cell.name(), "{text}; kernel failed");
-        let again = self.failed;
+        // A handler panic may have failed the kernel already; "again" counts the runtime's own.
+        let again = self.runtime_panics > 0;
+        self.runtime_panics += 1;
         self.failed = true;
         super::device_host::mark_panicked(&cell, &text);
         if again {
-            self.held.clear();
+            // The failed-kernel path itself panicked: give up on running more of it, but hand
+            // back what is queued as it is (no decoding, no replies) so nothing accepted is lost.
+            self.give_back_raw(&cell);
             super::device_host::fail_waiting_calls(&mut self.local, &cell, &text);
             if cell.control.terminate_requested() {
-                self.local.outbox.clear();
                 self.finish_terminate(&cell);
                 return RunOutcome::Terminated;
             }
@@ -191,6 +198,33 @@ impl HostExecutor {
         self.drain_failed(&cell);
         super::device_host::fail_waiting_calls(&mut self.local, &cell, &text);
         RunOutcome::Yield
+    }
+
+    /// Hands back everything held, queued or waiting in the outbox without running the kernel's
+    /// code: inputs and K2K messages into the terminate report, outputs for the host into its
+    /// output queue (its overflow, once terminating).
+    fn give_back_raw(&mut self, cell: &KernelCell) {
+        let keep = |b: &[u8]| {
+            if let Ok(m) = RawMessage::from_bytes(b) {
+                cell.return_message(m);
+            }
+        };
+        for b in core::mem::take(&mut self.held) {
+            cell.control.add_in_flight(-1);
+            keep(&b);
+        }
+        while cell.input.pop_batch_with(BATCH, |b| {
+            cell.control.add_in_flight(-1);
+            keep(b);
+        }) > 0
+        {}
+        for o in core::mem::take(&mut self.local.outbox) {
+            match o.route {
+                super::context::Route::HostOutput if cell.push_output_bytes(&o.bytes) => {}
+                _ => keep(&o.bytes),
+            }
+        }
+        cell.input_waiters.notify();
     }
 
     fn handle(&mut self, cell: &KernelCell, dir: &Directory, bytes: &[u8]) {
