@@ -161,8 +161,8 @@ pub(crate) async fn runtime_panic_fails_one_kernel(backend: Setup) {
     rt.shutdown().await.unwrap();
 }
 
-/// A panic in the CPU executor's own code in the middle of a batch (test hook): the message being
-/// handled is consumed, the rest of the claimed batch is not lost but handed back with the queue,
+/// A panic in the CPU executor's own code in the middle of a batch (test hook: right after the
+/// first message was handled), the rest of the claimed batch is not lost but handed back with the queue,
 /// the waiting call fails with `KernelFailed`, and the in-flight count returns to zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_runtime_panic_mid_batch_loses_nothing() {
@@ -187,6 +187,29 @@ async fn cpu_runtime_panic_mid_batch_loses_nothing() {
     returned.sort_unstable();
     assert_eq!(returned, vec![2, 3], "the batch after the panicking message is handed back");
     assert_eq!(k.status().messages_in_flight, 0);
-    assert_eq!(report.messages_processed, 0);
+    assert_eq!(report.messages_processed, 1, "the first message was handled before the panic");
+    rt.shutdown().await.unwrap();
+}
+
+/// A runtime panic in a kernel that a handler panic already failed is its first runtime panic,
+/// not a second one: the rest of the batch is still handed back (before, the "second panic" path
+/// dropped it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_runtime_panic_after_handler_panic_loses_nothing() {
+    let Some(rt) = runtime_with(Backend::Cpu.into(), vec![counter_def("victim")]).await else { return };
+    let k = rt.launch("victim", LaunchOptions::default().inactive()).await.unwrap();
+    k.send(Boom { code: 1 }).await.unwrap();
+    for seq in 1..=3 {
+        k.send(Num { seq, value: seq }).await.unwrap();
+    }
+    k.cell().inject_message_fault();
+    // Boom's handler panics (the kernel fails), then the runtime panics right after it.
+    k.activate().await.unwrap();
+    let report = k.terminate().await.unwrap();
+    let mut returned: Vec<u64> =
+        report.returned.iter().filter_map(|m| m.decode::<Num>().ok()).map(|n| n.seq).collect();
+    returned.sort_unstable();
+    assert_eq!(returned, vec![1, 2, 3], "the batch after the failing message is handed back");
+    assert_eq!(k.status().messages_in_flight, 0);
     rt.shutdown().await.unwrap();
 }
