@@ -221,6 +221,8 @@ struct Bell {
     /// mirrored it (`u64::MAX`: never). Every `set_active` bumps the generation, so an unchanged
     /// value means `ctl` already matches, and a plain `send` skips the lock and the mirror.
     mirrored: AtomicU64,
+    /// Set by the agent once it has linked this kernel's routes (shared with its `Kern`).
+    routed: Arc<AtomicBool>,
 }
 
 impl Doorbell for Bell {
@@ -243,8 +245,13 @@ impl Doorbell for Bell {
                 // under the write lock after the cell became terminated (checked under the read
                 // lock); it is only accessed atomically.
                 let ctl = unsafe { AtomicU32::from_ptr(self.ctl as *mut u32) };
-                mirror_lifecycle(&cell.control, ctl);
-                self.mirrored.store(seen, Ordering::Relaxed);
+                // Acquire: pairs with the agent's release after linking the routes.
+                let routed = self.routed.load(Ordering::Acquire);
+                mirror_lifecycle(&cell.control, ctl, routed);
+                // Until then the activation is left to the agent: mirror again next time.
+                if routed || !cell.control.is_active() {
+                    self.mirrored.store(seen, Ordering::Relaxed);
+                }
             }
         }
         s.wake();
@@ -254,9 +261,13 @@ impl Doorbell for Bell {
 /// Copies `active` and `terminate_requested` from the cell's control block into the kernel's
 /// `ctl` word. Release: pairs with the kernel's acquire load of `ctl`; anything the host
 /// published before (a message, a rewritten state) is visible with the new flags.
-fn mirror_lifecycle(host: &ControlBlock, ctl_word: &AtomicU32) {
+///
+/// `routed`: the agent has linked the kernel's routes. A kernel is not activated on the device
+/// before that: its first sends would go through the host, later ones straight into the target's
+/// inbox, and the target could take a later message before an earlier one (per-sender order).
+fn mirror_lifecycle(host: &ControlBlock, ctl_word: &AtomicU32, routed: bool) {
     let now = ctl_word.load(Ordering::Relaxed);
-    if host.is_active() && now & ctl::ACTIVE == 0 {
+    if host.is_active() && routed && now & ctl::ACTIVE == 0 {
         ctl_word.fetch_or(ctl::ACTIVE, Ordering::SeqCst);
     } else if !host.is_active() && now & ctl::ACTIVE != 0 {
         // SeqCst (a full fence on x86): the cleared bit is visible before any message this
@@ -321,6 +332,8 @@ enum Unlink {
 
 /// One CUDA kernel as the agent sees it.
 struct Kern {
+    /// Its routes have been linked once (see `mirror_lifecycle`); shared with its doorbell.
+    routed: Arc<AtomicBool>,
     cell: Weak<KernelCell>,
     dir: Weak<Directory>,
     def: Arc<KernelDef>,
@@ -630,7 +643,9 @@ impl CudaBackend {
                 return Err(e);
             }
         };
+        let routed = Arc::new(AtomicBool::new(false));
         let k = Kern {
+            routed: routed.clone(),
             cell: Arc::downgrade(cell),
             dir: Arc::downgrade(dir),
             def: def.clone(),
@@ -691,6 +706,7 @@ impl CudaBackend {
             cell: Arc::downgrade(cell),
             ctl: k.block.host as usize + offset_of!(KernelParams, ctl),
             mirrored: AtomicU64::new(u64::MAX),
+            routed,
         }));
         sh.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(k);
         sh.wake();
@@ -908,7 +924,7 @@ impl Agent {
         cell.check_injected_fault();
         let k = &mut self.ks[i];
         // 1. Lifecycle into the kernel's `ctl` word (the doorbell does it too).
-        mirror_lifecycle(&cell.control, k.ctl());
+        mirror_lifecycle(&cell.control, k.ctl(), k.routed.load(Ordering::Relaxed));
         let terminating = cell.control.terminate_requested();
         // 2. Counters and clock.
         work |= Self::sync_counts(k, &cell);
@@ -1001,7 +1017,7 @@ impl Agent {
         let Some(cell) = k.cell.upgrade() else { return };
         if *n == 1 {
             cell.control.set_active(false);
-            mirror_lifecycle(&cell.control, k.ctl());
+            mirror_lifecycle(&cell.control, k.ctl(), false);
             device_host::runtime_panicked(&mut k.local, &cell, &text, false);
             return;
         }
@@ -1053,6 +1069,11 @@ impl Agent {
                     e_inbox.store(inbox, Ordering::Release);
                 }
             }
+        }
+        // Every kernel's routes are linked now: the agent (its next step) and the doorbells may
+        // activate it on the device. Release: pairs with the doorbell's acquire.
+        for k in &self.ks {
+            k.routed.store(true, Ordering::Release);
         }
         // SeqCst: the unlinks above are visible before the epochs below are read, so an epoch
         // that moves twice past these values belongs to an iteration that saw the unlink.

@@ -581,6 +581,13 @@ async fn fan_in(backend: Setup) {
     for t in tasks {
         t.await.unwrap();
     }
+    // The sink was launched before the sources: every hop on the CUDA backend goes straight into
+    // its device inbox. (A source that started sending through the host and switched to the
+    // inbox once its route was linked could overtake its own earlier messages.)
+    #[cfg(feature = "cuda")]
+    if let Some(c) = rt.cuda_backend() {
+        assert_eq!(c.k2k_via_host(), 0, "K2K to a kernel launched earlier never goes through the host");
+    }
     rt.shutdown().await.unwrap();
 }
 
