@@ -157,6 +157,16 @@ pub enum Error {
         /// What went wrong (with the shader compiler's diagnostics where there are some).
         detail: String,
     },
+    /// The backend running a kernel does not offer an operation (for example state snapshots).
+    #[error("{backend} backend, kernel {kernel:?}: {what} are not supported by this backend")]
+    Unsupported {
+        /// Backend name.
+        backend: &'static str,
+        /// Kernel name.
+        kernel: String,
+        /// The operation, in the plural ("state snapshots").
+        what: &'static str,
+    },
     /// The runtime has been shut down.
     #[error("the runtime has been shut down")]
     ShutDown,

@@ -9,11 +9,13 @@
 //! * [`message`]: the 64-byte envelope header, [`message::RingMessage`], and the plain-data and
 //!   rkyv payload codecs.
 //! * [`gpu`]: the 32-bit word layout that GPU code (WGSL) sees for messages and kernel state.
+//! * [`backend`]: the interface a backend implements ([`backend::Backend`], [`backend::BackendProvider`]).
 //! * [`runtime`]: kernel definitions, lifecycle states, reply routing and the host-side kernel
 //!   handle that every backend shares.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod admission;
+pub mod backend;
 pub mod control_block;
 pub mod error;
 pub mod gpu;

@@ -43,6 +43,10 @@ use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
+mod provider;
+
+pub use provider::{CpuProvider, PROVIDER};
+
 const SCHEDULED: u32 = 1;
 const NOTIFIED: u32 = 2;
 

@@ -396,7 +396,7 @@ impl Kern {
         }
     }
     fn program(&self) -> &CudaProgram {
-        self.def.gpu_program::<CudaProgram>("cuda").expect("checked at attach")
+        self.def.gpu_program::<CudaProgram>().expect("checked at attach")
     }
 }
 
@@ -482,7 +482,7 @@ impl CudaBackend {
     /// Whether `def` can run on this backend (it carries a `CudaProgram`).
     #[must_use]
     pub fn can_run(def: &KernelDef) -> bool {
-        def.gpu_program::<CudaProgram>("cuda").is_some()
+        def.gpu_program::<CudaProgram>().is_some()
     }
 
     /// An input ring for a kernel of this backend, in mapped memory the kernel reads directly.
@@ -519,7 +519,7 @@ impl CudaBackend {
         }
         let def = cell.def().cloned().ok_or_else(|| gpu_err("no kernel definition".into()))?;
         let program = def
-            .gpu_program::<CudaProgram>("cuda")
+            .gpu_program::<CudaProgram>()
             .ok_or_else(|| gpu_err("the kernel definition carries no CudaProgram".into()))?;
         let source = program.cuda_source().map_err(&gpu_err)?;
         let sh = &*self.shared;
@@ -1127,7 +1127,7 @@ impl Agent {
         };
         let bytes = &bytes[..ENVELOPE_HEADER_SIZE + payload.len()];
         if header.flags & FLAG_ERROR_REPLY != 0 {
-            let program = k.def.gpu_program::<CudaProgram>("cuda").expect("checked at attach");
+            let program = k.def.gpu_program::<CudaProgram>().expect("checked at attach");
             device_host::error_reply(&mut k.local, cell, &header, payload, |c| program.describe_error(c));
             return;
         }

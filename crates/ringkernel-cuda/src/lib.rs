@@ -24,10 +24,12 @@ mod driver;
 mod emulator;
 mod nvrtc;
 mod program;
+mod provider;
 
 pub use backend::{CudaBackend, CudaConfig};
 pub use nvrtc::{compile_ptx, nvrtc_present};
 pub use program::CudaProgram;
+pub use provider::{CudaProvider, PROVIDER};
 
 use cudarc::driver::{result, sys};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -151,8 +151,8 @@ impl CudaProgram {
 }
 
 impl GpuProgram for CudaProgram {
-    fn backend(&self) -> &'static str {
-        "cuda"
+    fn backend(&self) -> ringkernel_core::runtime::Backend {
+        ringkernel_core::runtime::Backend::Cuda
     }
     fn handled_types(&self) -> Vec<(u64, TypeId, &'static str)> {
         self.spec.handled_types()

@@ -58,18 +58,27 @@ pub struct WgpuConfig {
     /// nothing queued returns at once, so extra sweeps cost little. Default 4, or
     /// `RINGKERNEL_WGPU_SWEEPS`.
     pub sweeps: u32,
+    /// The graphics APIs to look for adapters on (default: Vulkan, Metal and DX12; the Metal
+    /// backend sets Metal only).
+    pub apis: wgpu::Backends,
 }
 
 impl Default for WgpuConfig {
     fn default() -> Self {
         let sweeps = std::env::var("RINGKERNEL_WGPU_SWEEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
-        Self { allow_software: true, arena_bytes: 128 << 20, max_kernels: 16_384, sweeps }
+        Self {
+            allow_software: true,
+            arena_bytes: 128 << 20,
+            max_kernels: 16_384,
+            sweeps,
+            apis: device::NATIVE_APIS,
+        }
     }
 }
 
 /// Whether a usable adapter exists; `Err` says why not.
-pub fn probe_adapter(allow_software: bool) -> core::result::Result<String, String> {
-    device::probe(allow_software).map(|i| format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend))
+pub fn probe_adapter(allow_software: bool, apis: wgpu::Backends) -> core::result::Result<String, String> {
+    device::probe(allow_software, apis).map(|i| format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend))
 }
 
 /// First-fit allocator over word ranges of `rk_mem`.
@@ -187,7 +196,7 @@ impl GpuKernel {
         GLOBAL_WORDS + self.slot * CTRL_WORDS
     }
     fn program(&self) -> &WgslProgram {
-        self.def.gpu_program::<WgslProgram>("wgpu").expect("checked at attach")
+        self.def.gpu_program::<WgslProgram>().expect("checked at attach")
     }
 }
 
@@ -206,7 +215,7 @@ impl core::fmt::Debug for WgpuBackend {
 impl WgpuBackend {
     /// Opens the best adapter and starts the dispatcher.
     pub fn new(config: WgpuConfig) -> core::result::Result<Self, String> {
-        let Opened { info, device, queue, max_binding } = device::open(config.allow_software)?;
+        let Opened { info, device, queue, max_binding } = device::open(config.allow_software, config.apis)?;
         let lost = Arc::new(Mutex::new(None::<String>));
         {
             let lost = lost.clone();
@@ -330,7 +339,7 @@ impl WgpuBackend {
     /// Whether `def` can run on this backend (it carries a `WgslProgram`).
     #[must_use]
     pub fn can_run(def: &KernelDef) -> bool {
-        def.gpu_program::<WgslProgram>("wgpu").is_some()
+        def.gpu_program::<WgslProgram>().is_some()
     }
 
     fn pipeline(&self, kernel: &str, program: &WgslProgram) -> Result<wgpu::ComputePipeline> {
@@ -339,6 +348,10 @@ impl WgpuBackend {
         let mut cache = self.shared.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = cache.get(source) {
             return Ok(p.clone());
+        }
+        #[cfg(feature = "msl")]
+        if crate::msl::check_enabled() {
+            crate::msl::check(source).map_err(gpu_err)?;
         }
         let device = &self.shared.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -368,7 +381,7 @@ impl WgpuBackend {
         let gpu_err = |detail: String| Error::Gpu { backend: "wgpu", kernel: name.clone(), detail };
         let def = cell.def().cloned().ok_or_else(|| gpu_err("no kernel definition".into()))?;
         let program = def
-            .gpu_program::<WgslProgram>("wgpu")
+            .gpu_program::<WgslProgram>()
             .ok_or_else(|| gpu_err("the kernel definition carries no WgslProgram".into()))?;
         if program.routes().len() > MAX_ROUTES as usize {
             return Err(gpu_err(format!("{} routes; at most {MAX_ROUTES}", program.routes().len())));
@@ -1087,7 +1100,7 @@ impl Dispatcher {
         };
         let bytes = &slot[..ringkernel_core::message::ENVELOPE_HEADER_SIZE + payload.len()];
         if header.flags & FLAG_ERROR_REPLY != 0 {
-            let program = k.def.gpu_program::<WgslProgram>("wgpu").expect("checked at attach");
+            let program = k.def.gpu_program::<WgslProgram>().expect("checked at attach");
             device_host::error_reply(&mut k.local, &cell, &header, payload, |c| program.describe_error(c));
             return;
         }

@@ -15,9 +15,14 @@ pub(crate) struct Opened {
     pub max_binding: u64,
 }
 
-fn instance() -> wgpu::Instance {
+/// The native graphics APIs the wgpu backend looks for adapters on (the browser and GL backends
+/// are not used).
+pub const NATIVE_APIS: wgpu::Backends =
+    wgpu::Backends::VULKAN.union(wgpu::Backends::METAL).union(wgpu::Backends::DX12);
+
+fn instance(apis: wgpu::Backends) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+    desc.backends = apis;
     wgpu::Instance::new(desc)
 }
 
@@ -31,12 +36,13 @@ fn rank(t: wgpu::DeviceType) -> u32 {
     }
 }
 
-fn choose(allow_software: bool) -> Result<wgpu::Adapter, String> {
-    let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+fn choose(allow_software: bool, apis: wgpu::Backends) -> Result<wgpu::Adapter, String> {
+    let adapters = pollster::block_on(instance(apis).enumerate_adapters(apis));
     if adapters.is_empty() {
-        return Err("no Vulkan, Metal or DX12 adapter found (is a GPU driver, or Mesa's \
-                    mesa-vulkan-drivers for a software adapter, installed?)"
-            .to_string());
+        return Err(format!(
+            "no {apis:?} adapter found (is a GPU driver, or Mesa's mesa-vulkan-drivers for a \
+             software adapter, installed?)"
+        ));
     }
     let names: Vec<String> =
         adapters.iter().map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().device_type)).collect();
@@ -59,13 +65,13 @@ fn choose(allow_software: bool) -> Result<wgpu::Adapter, String> {
 }
 
 /// Whether a usable adapter exists (no device is created).
-pub(crate) fn probe(allow_software: bool) -> Result<wgpu::AdapterInfo, String> {
-    choose(allow_software).map(|a| a.get_info())
+pub(crate) fn probe(allow_software: bool, apis: wgpu::Backends) -> Result<wgpu::AdapterInfo, String> {
+    choose(allow_software, apis).map(|a| a.get_info())
 }
 
 /// Opens the best adapter's device with the limits RingKernel needs.
-pub(crate) fn open(allow_software: bool) -> Result<Opened, String> {
-    let adapter = choose(allow_software)?;
+pub(crate) fn open(allow_software: bool, apis: wgpu::Backends) -> Result<Opened, String> {
+    let adapter = choose(allow_software, apis)?;
     let info = adapter.get_info();
     let limits = adapter.limits();
     let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);

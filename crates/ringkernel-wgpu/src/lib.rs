@@ -12,15 +12,22 @@
 
 mod backend;
 mod device;
+#[cfg(feature = "msl")]
+mod msl;
 mod program;
+mod provider;
 
 pub use backend::{probe_adapter, WgpuBackend, WgpuConfig};
+pub use device::NATIVE_APIS;
+#[cfg(feature = "msl")]
+pub use msl::{msl_checked, translate_msl};
 pub use program::WgslProgram;
+pub use provider::{open_backend, WgpuProvider, PROVIDER};
 
 /// Whether this machine has an adapter the backend can use; software adapters count only when
 /// `RINGKERNEL_WGPU_ALLOW_SOFTWARE=1` (the rule `Backend::Auto` applies).
 pub fn probe() -> Result<(), String> {
-    probe_adapter(allow_software_from_env()).map(|_| ())
+    probe_adapter(allow_software_from_env(), device::NATIVE_APIS).map(|_| ())
 }
 
 /// `RINGKERNEL_WGPU_ALLOW_SOFTWARE=1`.

@@ -161,8 +161,8 @@ impl WgslProgram {
 }
 
 impl GpuProgram for WgslProgram {
-    fn backend(&self) -> &'static str {
-        "wgpu"
+    fn backend(&self) -> ringkernel_core::runtime::Backend {
+        ringkernel_core::runtime::Backend::Wgpu
     }
     fn handled_types(&self) -> Vec<(u64, TypeId, &'static str)> {
         self.spec.handled_types()

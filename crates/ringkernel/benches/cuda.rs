@@ -93,14 +93,15 @@ fn setup() -> Option<Setup> {
     let built = tokio.block_on(
         RingKernel::builder()
             .backend(Backend::Cuda)
-            .cuda_config(CudaConfig::from_env())
+            .backend_config(CudaConfig::from_env())
             .kernel(def("ping", "pong"))
             .kernel(def("pong", "ping"))
             .build(),
     );
     match built {
         Ok(rt) => {
-            let emulated = rt.cuda_backend().is_some_and(|c| c.is_emulated());
+            let emulated =
+                rt.backend_impl::<ringkernel::cuda::CudaBackend>().is_some_and(|c| c.is_emulated());
             println!("CUDA backend on: {}", rt.adapter().unwrap_or_default());
             Some(Setup { tokio, rt, emulated })
         }
@@ -363,7 +364,7 @@ fn bench_k2k(c: &mut Criterion) {
     println!(
         "K2K hop: {:.3} µs per hop (20 x {HOPS} hops); via host: {}",
         t.elapsed().as_secs_f64() * 1e6 / f64::from(20 * (HOPS + 1)),
-        s.rt.cuda_backend().map_or(0, |c| c.k2k_via_host())
+        s.rt.backend_impl::<ringkernel::cuda::CudaBackend>().map_or(0, |c| c.k2k_via_host())
     );
     if !s.emulated {
         if let Ok(mut base) = Baseline::new() {

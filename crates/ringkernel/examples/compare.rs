@@ -631,13 +631,13 @@ async fn footprint(report: &mut Report) -> Result<()> {
     let slot = opts.slot_size() as u32;
     let layout = ring_region_size((opts.input_capacity as u32).next_power_of_two(), slot)
         + ring_region_size((opts.output_capacity as u32).next_power_of_two(), slot)
-        + core::mem::size_of::<ringkernel::runtime::KernelCell>();
+        + core::mem::size_of::<ringkernel::backend::KernelCell>();
     println!(
         "{:<34} {layout} B per default kernel from the layout ({} + {} slots of {slot} B, cell {} B)",
         "default kernel layout",
         opts.input_capacity,
         opts.output_capacity,
-        core::mem::size_of::<ringkernel::runtime::KernelCell>()
+        core::mem::size_of::<ringkernel::backend::KernelCell>()
     );
     // Each round in a fresh process (this program again, with RINGKERNEL_COMPARE_FOOTPRINT=1):
     // in this one, memory freed by earlier comparisons would be reused and hide the growth.

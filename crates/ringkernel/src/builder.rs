@@ -1,30 +1,50 @@
 //! The runtime object users hold ([`RingKernel`]) and its builder: backend selection, kernel
-//! catalog, launch, shutdown.
+//! catalog, placement of kernels on backends, launch, shutdown.
+//!
+//! The runtime knows backends only through `ringkernel_core::backend`: it opens one GPU backend
+//! (the one asked for, or the first that `Backend::Auto` finds usable) and always the CPU
+//! backend, and places each kernel on the first of them that can run its definition.
 
+use ringkernel_core::backend::{Backend as BackendImpl, BackendConfigs, BackendProvider, OpenRequest};
 use ringkernel_core::message::KernelId;
 use ringkernel_core::runtime::{
     Backend, Directory, KernelCatalog, KernelCell, KernelDef, KernelHandle, KernelState, LaunchOptions,
+    Placement,
 };
 use ringkernel_core::{Error, Result};
-use ringkernel_cpu::{CpuBackend, CpuConfig};
+use ringkernel_cpu::CpuConfig;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The GPU backends compiled in, in the order `Backend::Auto` tries them. Adding a backend is one
+/// line here (and a Cargo feature); see docs/02-crate-structure.md.
+fn builtin_providers() -> Vec<Arc<dyn BackendProvider>> {
+    vec![
+        #[cfg(feature = "cuda")]
+        Arc::new(ringkernel_cuda::CudaProvider),
+        #[cfg(feature = "metal")]
+        Arc::new(ringkernel_metal::MetalProvider),
+        #[cfg(feature = "wgpu")]
+        Arc::new(ringkernel_wgpu::WgpuProvider),
+    ]
+}
 
 /// Configures and starts a [`RingKernel`] runtime.
 #[derive(Default)]
 pub struct RuntimeBuilder {
     backend: Backend,
-    cpu: CpuConfig,
+    configs: BackendConfigs,
+    providers: Vec<Arc<dyn BackendProvider>>,
     defs: Vec<KernelDef>,
-    #[cfg(feature = "wgpu")]
-    wgpu: Option<ringkernel_wgpu::WgpuConfig>,
-    #[cfg(feature = "cuda")]
-    cuda: Option<ringkernel_cuda::CudaConfig>,
 }
 
 impl core::fmt::Debug for RuntimeBuilder {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("RuntimeBuilder").field("backend", &self.backend).field("cpu", &self.cpu).finish()
+        f.debug_struct("RuntimeBuilder")
+            .field("backend", &self.backend)
+            .field("configs", &self.configs)
+            .field("providers", &self.providers.iter().map(|p| p.kind()).collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,31 +65,32 @@ impl RuntimeBuilder {
     /// Number of CPU worker threads (default: one per core).
     #[must_use]
     pub fn workers(mut self, n: usize) -> Self {
-        self.cpu.workers = n.max(1);
+        self.configs.get_mut::<CpuConfig>().workers = n.max(1);
         self
     }
 
     /// Full CPU backend tuning.
     #[must_use]
-    pub fn cpu_config(mut self, config: CpuConfig) -> Self {
-        self.cpu = config;
+    pub fn cpu_config(self, config: CpuConfig) -> Self {
+        self.backend_config(config)
+    }
+
+    /// Tuning of a backend, by its configuration type: `ringkernel::wgpu::WgpuConfig` (device
+    /// memory, kernel count, software adapters), `ringkernel::cuda::CudaConfig` (kernel limit,
+    /// start timeout, host emulation), [`CpuConfig`]. A backend that is not opened ignores its
+    /// configuration. Without a `CudaConfig`, `RINGKERNEL_CUDA_EMULATE=1` selects the CUDA host
+    /// emulation for an explicit `Backend::Cuda`.
+    #[must_use]
+    pub fn backend_config<C: core::any::Any + Send + Sync>(mut self, config: C) -> Self {
+        self.configs.set(config);
         self
     }
 
-    /// Tuning of the wgpu backend (device memory, kernel count, software adapters).
-    #[cfg(feature = "wgpu")]
+    /// Adds a backend provider from outside RingKernel. `Backend::Auto` tries it before the
+    /// built-in GPU backends; `Backend::Custom(name)` (its kind) asks for it explicitly.
     #[must_use]
-    pub fn wgpu_config(mut self, config: ringkernel_wgpu::WgpuConfig) -> Self {
-        self.wgpu = Some(config);
-        self
-    }
-
-    /// Tuning of the CUDA backend (kernel limit, start timeout, host emulation). Without it,
-    /// `RINGKERNEL_CUDA_EMULATE=1` selects the host emulation for an explicit `Backend::Cuda`.
-    #[cfg(feature = "cuda")]
-    #[must_use]
-    pub fn cuda_config(mut self, config: ringkernel_cuda::CudaConfig) -> Self {
-        self.cuda = Some(config);
+    pub fn provider(mut self, provider: Arc<dyn BackendProvider>) -> Self {
+        self.providers.push(provider);
         self
     }
 
@@ -80,73 +101,28 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Starts the runtime.
+    /// Starts the runtime: opens the chosen backend (or, for `Backend::Auto`, the first usable
+    /// one) and the CPU backend.
     pub async fn build(self) -> Result<RingKernel> {
-        #[cfg(feature = "wgpu")]
-        let (backend, wgpu) = {
-            let explicit = self.backend == Backend::Wgpu;
-            let mut config = self.wgpu.clone().unwrap_or_default();
-            config.allow_software = explicit || ringkernel_wgpu::allow_software_from_env();
-            let mut backend = select_backend(self.backend)?;
-            let mut wgpu = None;
-            if backend == Backend::Wgpu {
-                match ringkernel_wgpu::WgpuBackend::new(config) {
-                    Ok(b) => wgpu = Some(b),
-                    Err(reason) if explicit => {
-                        return Err(Error::BackendUnavailable { backend: "wgpu", reason })
-                    }
-                    Err(reason) => {
-                        tracing::info!("backend wgpu: {reason}; Backend::Auto chose the CPU backend");
-                        backend = Backend::Cpu;
-                    }
-                }
-            }
-            (backend, wgpu)
-        };
-        #[cfg(not(feature = "wgpu"))]
-        let backend = select_backend(self.backend)?;
-        #[cfg(feature = "cuda")]
-        let (backend, cuda) = {
-            let explicit = self.backend == Backend::Cuda;
-            let config = match self.cuda.clone() {
-                Some(c) => c,
-                None if explicit => ringkernel_cuda::CudaConfig::from_env(),
-                None => ringkernel_cuda::CudaConfig::default(),
-            };
-            let mut backend = backend;
-            let mut cuda = None;
-            if backend == Backend::Cuda {
-                match ringkernel_cuda::CudaBackend::new(config) {
-                    Ok(b) => cuda = Some(b),
-                    Err(reason) if explicit => {
-                        return Err(Error::BackendUnavailable { backend: "cuda", reason })
-                    }
-                    Err(reason) => {
-                        tracing::info!("backend cuda: {reason}; Backend::Auto chose the CPU backend");
-                        backend = Backend::Cpu;
-                    }
-                }
-            }
-            (backend, cuda)
-        };
+        let providers: Vec<Arc<dyn BackendProvider>> =
+            self.providers.into_iter().chain(builtin_providers()).collect();
+        let primary = open_primary(self.backend, &providers, &self.configs)?;
         let mut catalog = KernelCatalog::from_registrations()?;
         for d in self.defs {
             catalog.add(d)?;
         }
-        let cpu = CpuBackend::new(self.cpu).map_err(|e| Error::BackendUnavailable {
-            backend: "cpu",
-            reason: format!("cannot start worker threads: {e}"),
-        })?;
+        let cpu = ringkernel_cpu::PROVIDER
+            .open(&OpenRequest { explicit: true, configs: &self.configs })
+            .map_err(|reason| Error::BackendUnavailable { backend: "cpu", reason })?;
+        let backends: Vec<Arc<dyn BackendImpl>> = primary.into_iter().chain([cpu]).collect();
+        let devices = backends.iter().map(|b| Arc::<str>::from(b.device())).collect();
         Ok(RingKernel {
             inner: Arc::new(Inner {
-                backend,
+                kind: backends[0].kind(),
+                backends,
+                devices,
                 dir: Arc::new(Directory::default()),
                 catalog: Mutex::new(catalog),
-                cpu,
-                #[cfg(feature = "wgpu")]
-                wgpu,
-                #[cfg(feature = "cuda")]
-                cuda,
                 next_id: AtomicU32::new(1),
                 shut_down: AtomicBool::new(false),
             }),
@@ -154,60 +130,67 @@ impl RuntimeBuilder {
     }
 }
 
-/// Why a GPU backend cannot be used: missing feature, or the backend's own probe.
-fn gpu_unavailable(backend: Backend) -> Option<String> {
-    let probe: Option<fn() -> core::result::Result<(), String>> = match backend {
-        #[cfg(feature = "cuda")]
-        Backend::Cuda => Some(ringkernel_cuda::probe),
-        #[cfg(feature = "wgpu")]
-        Backend::Wgpu => Some(ringkernel_wgpu::probe),
-        #[cfg(feature = "metal")]
-        Backend::Metal => Some(ringkernel_metal::probe),
-        _ => None,
-    };
-    match probe {
-        Some(p) => p().err(),
-        None => Some(format!("RingKernel was built without the `{}` feature", backend.name())),
-    }
-}
-
-fn select_backend(requested: Backend) -> Result<Backend> {
+/// Opens the backend `requested` names (`None`: the CPU backend alone). An explicit request that
+/// cannot be met is an error naming why; `Auto` tries each provider whose probe succeeds, in
+/// order, and settles for the CPU backend.
+fn open_primary(
+    requested: Backend,
+    providers: &[Arc<dyn BackendProvider>],
+    configs: &BackendConfigs,
+) -> Result<Option<Arc<dyn BackendImpl>>> {
     match requested {
-        Backend::Cpu => Ok(Backend::Cpu),
+        Backend::Cpu => Ok(None),
         Backend::Auto => {
-            for b in [Backend::Cuda, Backend::Metal, Backend::Wgpu] {
-                match gpu_unavailable(b) {
-                    None => return Ok(b),
-                    Some(why) => tracing::info!("backend {}: {why}", b.name()),
+            let request = OpenRequest { explicit: false, configs };
+            for p in providers.iter().filter(|p| p.kind() != Backend::Cpu) {
+                let name = p.kind().name();
+                let opened = p.probe().and_then(|()| p.open(&request));
+                match opened {
+                    Ok(b) => return Ok(Some(b)),
+                    Err(why) => tracing::info!("backend {name}: {why}"),
                 }
             }
             tracing::info!("Backend::Auto chose the CPU backend");
-            Ok(Backend::Cpu)
+            Ok(None)
         }
-        // An explicit Backend::Cuda may ask for the host emulation; CudaBackend::new checks.
-        #[cfg(feature = "cuda")]
-        Backend::Cuda => Ok(Backend::Cuda),
-        // An explicit Backend::Wgpu accepts a software adapter; WgpuBackend::new checks.
-        #[cfg(feature = "wgpu")]
-        Backend::Wgpu => Ok(Backend::Wgpu),
-        gpu => match gpu_unavailable(gpu) {
-            None => Ok(gpu),
-            Some(reason) => Err(Error::BackendUnavailable { backend: gpu.name(), reason }),
-        },
+        kind => {
+            let provider =
+                providers.iter().find(|p| p.kind() == kind).ok_or_else(|| Error::BackendUnavailable {
+                    backend: kind.name(),
+                    reason: match kind {
+                        Backend::Custom(_) => {
+                            "no provider of this backend was added (RuntimeBuilder::provider)".into()
+                        }
+                        _ => format!("RingKernel was built without the `{}` feature", kind.name()),
+                    },
+                })?;
+            provider
+                .open(&OpenRequest { explicit: true, configs })
+                .map(Some)
+                .map_err(|reason| Error::BackendUnavailable { backend: kind.name(), reason })
+        }
     }
 }
 
 struct Inner {
-    backend: Backend,
+    /// The backend the runtime was built for (`Cpu` when no GPU backend was opened).
+    kind: Backend,
+    /// In placement order: the GPU backend if one was opened, then the CPU backend.
+    backends: Vec<Arc<dyn BackendImpl>>,
+    /// `backends[i].device()`, kept for kernels' placements.
+    devices: Vec<Arc<str>>,
     dir: Arc<Directory>,
     catalog: Mutex<KernelCatalog>,
-    cpu: CpuBackend,
-    #[cfg(feature = "wgpu")]
-    wgpu: Option<ringkernel_wgpu::WgpuBackend>,
-    #[cfg(feature = "cuda")]
-    cuda: Option<ringkernel_cuda::CudaBackend>,
     next_id: AtomicU32,
     shut_down: AtomicBool,
+}
+
+impl Inner {
+    /// The backend serving `cell`'s kernel.
+    fn backend_of(&self, cell: &KernelCell) -> Option<&Arc<dyn BackendImpl>> {
+        let placement = cell.placement()?;
+        self.backends.iter().find(|b| b.kind() == placement.backend)
+    }
 }
 
 impl Drop for Inner {
@@ -217,23 +200,21 @@ impl Drop for Inner {
             // error; nothing runs afterwards.
             for cell in self.dir.all() {
                 if cell.state() != KernelState::Terminated {
-                    cell.abort("the runtime was dropped without shutdown()");
+                    let reason = "the runtime was dropped without shutdown()";
+                    match self.backend_of(&cell) {
+                        Some(b) => b.detach(&cell, reason),
+                        None => cell.abort(reason),
+                    }
                 }
             }
         }
-        self.cpu.shutdown();
-        #[cfg(feature = "wgpu")]
-        if let Some(w) = &self.wgpu {
-            w.shutdown();
-        }
-        #[cfg(feature = "cuda")]
-        if let Some(c) = &self.cuda {
-            c.shutdown();
+        for b in &self.backends {
+            b.shutdown();
         }
     }
 }
 
-/// A RingKernel runtime: launches kernels by name and owns the backend.
+/// A RingKernel runtime: launches kernels by name and owns the backends.
 #[derive(Clone)]
 pub struct RingKernel {
     inner: Arc<Inner>,
@@ -241,7 +222,7 @@ pub struct RingKernel {
 
 impl core::fmt::Debug for RingKernel {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("RingKernel").field("backend", &self.inner.backend).finish()
+        f.debug_struct("RingKernel").field("backend", &self.inner.kind).finish()
     }
 }
 
@@ -252,10 +233,10 @@ impl RingKernel {
         RuntimeBuilder::default()
     }
 
-    /// The backend in use.
+    /// The backend in use (`Cpu` when no GPU backend was opened).
     #[must_use]
     pub fn backend(&self) -> Backend {
-        self.inner.backend
+        self.inner.kind
     }
 
     /// Adds a kernel definition after start-up.
@@ -273,6 +254,11 @@ impl RingKernel {
     ///
     /// A name without a registered handler still gives a kernel (so that a handler-less mailbox
     /// can be watched), with a warning listing the registered names; sending to it is an error.
+    ///
+    /// The kernel runs on the first of the runtime's backends that can run its definition: the
+    /// GPU backend when the kernel carries a program for it, else the CPU pool (its
+    /// [`KernelStatus::placement`](ringkernel_core::runtime::KernelStatus) says which, and a
+    /// `tracing` event says so when a GPU runtime runs a kernel on the CPU).
     pub async fn launch(&self, name: &str, options: LaunchOptions) -> Result<KernelHandle> {
         let inner = &*self.inner;
         if inner.shut_down.load(Ordering::Acquire) {
@@ -288,26 +274,21 @@ impl RingKernel {
         if def.is_none() {
             tracing::warn!("kernel {name:?} has no registered handler; registered kernels: {known:?}");
         }
+        let at = self.place(name, def.as_deref())?;
+        let backend = &inner.backends[at];
         let id = KernelId(inner.next_id.fetch_add(1, Ordering::Relaxed));
         let auto = options.auto_activate;
-        // A CUDA kernel's input queue lives in pinned memory its device reads directly.
-        #[cfg(feature = "cuda")]
-        let cell = match (&inner.cuda, &def) {
-            (Some(c), Some(d)) if ringkernel_cuda::CudaBackend::can_run(d) => {
-                let input = c.input_ring(&options).map_err(|e| match e {
-                    Error::Gpu { backend, detail, .. } => {
-                        Error::Gpu { backend, kernel: name.to_string(), detail }
-                    }
-                    e => e,
-                })?;
-                Arc::new(KernelCell::with_input(id, name, def, options, known, input)?)
-            }
-            _ => Arc::new(KernelCell::new(id, name, def, options, known)?),
-        };
-        #[cfg(not(feature = "cuda"))]
-        let cell = Arc::new(KernelCell::new(id, name, def, options, known)?);
+        let input = backend.input_ring(&options).map_err(|e| match e {
+            Error::Gpu { backend, detail, .. } => Error::Gpu { backend, kernel: name.to_string(), detail },
+            e => e,
+        })?;
+        let cell = Arc::new(match input {
+            Some(ring) => KernelCell::with_input(id, name, def.clone(), options, known, ring)?,
+            None => KernelCell::new(id, name, def.clone(), options, known)?,
+        });
+        cell.set_placement(Placement { backend: backend.kind(), device: inner.devices[at].clone() });
         inner.dir.insert(cell.clone())?;
-        if let Err(e) = self.place(&cell) {
+        if let Err(e) = backend.attach(&cell, def.as_ref(), &inner.dir) {
             cell.abort(&e.to_string());
             return Err(e);
         }
@@ -320,82 +301,62 @@ impl RingKernel {
         Ok(KernelHandle::new(cell, inner.dir.clone()))
     }
 
-    /// Puts the kernel on the runtime's backend: a GPU backend runs kernels that carry a program
-    /// for it; every other kernel runs on the CPU pool, which needs CPU handlers.
-    fn place(&self, cell: &Arc<KernelCell>) -> Result<()> {
+    /// The index of the first backend that can run `def`; an error naming the programs the
+    /// kernel has and the backends the runtime runs when there is none.
+    fn place(&self, name: &str, def: Option<&KernelDef>) -> Result<usize> {
         let inner = &*self.inner;
-        #[cfg(feature = "cuda")]
-        if let (Some(c), Some(def)) = (&inner.cuda, cell.def()) {
-            if ringkernel_cuda::CudaBackend::can_run(def) {
-                return c.attach(cell, &inner.dir);
-            }
+        let Some(at) = inner.backends.iter().position(|b| b.can_run(def)) else {
+            let have: Vec<&str> =
+                def.map(|d| d.gpu_backends().iter().map(|b| b.name()).collect()).unwrap_or_default();
+            let backends: Vec<&str> = inner.backends.iter().map(|b| b.kind().name()).collect();
+            return Err(Error::KernelDefinition {
+                kernel: name.to_string(),
+                detail: format!(
+                    "the kernel has only {have:?} programs and no CPU handlers, and the runtime runs on {}",
+                    backends.join(" and ")
+                ),
+            });
+        };
+        if at > 0 {
+            tracing::info!(
+                kernel = name,
+                backend = inner.backends[at].kind().name(),
+                "kernel {name:?} has no {} program; it runs on the {} backend ({})",
+                inner.kind.name(),
+                inner.backends[at].kind().name(),
+                inner.devices[at]
+            );
         }
-        #[cfg(feature = "wgpu")]
-        if let (Some(w), Some(def)) = (&inner.wgpu, cell.def()) {
-            if ringkernel_wgpu::WgpuBackend::can_run(def) {
-                return w.attach(cell, &inner.dir);
-            }
-        }
-        if let Some(def) = cell.def() {
-            if !def.has_cpu_handlers() && !def.gpu_backends().is_empty() {
-                return Err(Error::KernelDefinition {
-                    kernel: cell.name().to_string(),
-                    detail: format!(
-                        "the kernel has only {:?} programs and no CPU handlers, and the runtime runs on {}",
-                        def.gpu_backends(),
-                        inner.backend.name()
-                    ),
-                });
-            }
-        }
-        inner.cpu.attach(cell, &inner.dir);
-        Ok(())
+        Ok(at)
     }
 
-    /// The wgpu backend, when the runtime runs on it (for tests that need its internals).
-    #[cfg(feature = "wgpu")]
-    #[doc(hidden)]
+    /// The backend implementation of type `T` the runtime holds (for example
+    /// `ringkernel::wgpu::WgpuBackend`), for tests and tools that need its own methods.
     #[must_use]
-    pub fn wgpu_backend(&self) -> Option<&ringkernel_wgpu::WgpuBackend> {
-        self.inner.wgpu.as_ref()
+    pub fn backend_impl<T: 'static>(&self) -> Option<&T> {
+        self.inner.backends.iter().find_map(|b| b.as_any().downcast_ref::<T>())
     }
 
-    /// The CUDA backend, when the runtime runs on it (for tests that need its internals).
-    #[cfg(feature = "cuda")]
-    #[doc(hidden)]
-    #[must_use]
-    pub fn cuda_backend(&self) -> Option<&ringkernel_cuda::CudaBackend> {
-        self.inner.cuda.as_ref()
-    }
-
-    /// A snapshot of a GPU kernel's persistent state, as its last handled message left it
-    /// (CUDA kernels; the state type must be the one its program declares).
+    /// A snapshot of a kernel's persistent state, as its last handled message left it, from the
+    /// backend that runs it (CUDA kernels today; `Error::Unsupported` elsewhere). `S` must be the
+    /// state type its program declares.
     pub fn state_snapshot<S: ringkernel_core::gpu::GpuType>(&self, kernel: &KernelHandle) -> Result<S> {
-        #[cfg(feature = "cuda")]
-        if let Some(c) = &self.inner.cuda {
-            let words = c.state_words(kernel.id())?;
-            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            return ringkernel_core::gpu::decode::<S>(&bytes, S::GPU_NAME).map_err(Error::from);
-        }
-        Err(Error::Gpu {
-            backend: self.inner.backend.name(),
+        let cell = kernel.cell();
+        let backend = self.inner.backend_of(cell).ok_or_else(|| Error::Unsupported {
+            backend: self.inner.kind.name(),
             kernel: kernel.name().to_string(),
-            detail: "state snapshots are available for kernels on the CUDA backend".into(),
-        })
+            what: "state snapshots of kernels of another runtime",
+        })?;
+        let words = backend.state_snapshot(cell)?;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        ringkernel_core::gpu::decode::<S>(&bytes, S::GPU_NAME).map_err(Error::from)
     }
 
-    /// The GPU adapter in use, if the runtime runs on a GPU backend.
+    /// The GPU device in use (an adapter name, a CUDA device), if the runtime runs on a GPU
+    /// backend.
     #[must_use]
     pub fn adapter(&self) -> Option<String> {
-        #[cfg(feature = "cuda")]
-        if let Some(c) = &self.inner.cuda {
-            return Some(c.device());
-        }
-        #[cfg(feature = "wgpu")]
-        if let Some(w) = &self.inner.wgpu {
-            return Some(w.adapter());
-        }
-        None
+        (self.inner.kind != Backend::Cpu).then(|| self.inner.devices[0].to_string())
     }
 
     /// A handle on a launched kernel, by name.
@@ -410,7 +371,7 @@ impl RingKernel {
         self.inner.dir.all().into_iter().map(|c| KernelHandle::new(c, self.inner.dir.clone())).collect()
     }
 
-    /// Terminates every kernel gracefully (each drains its input) and stops the backend.
+    /// Terminates every kernel gracefully (each drains its input) and stops the backends.
     /// Further launches fail with [`Error::ShutDown`].
     pub async fn shutdown(&self) -> Result<()> {
         if self.inner.shut_down.swap(true, Ordering::AcqRel) {
@@ -419,14 +380,8 @@ impl RingKernel {
         for k in self.kernels() {
             k.terminate().await?;
         }
-        self.inner.cpu.shutdown();
-        #[cfg(feature = "wgpu")]
-        if let Some(w) = &self.inner.wgpu {
-            w.shutdown();
-        }
-        #[cfg(feature = "cuda")]
-        if let Some(c) = &self.inner.cuda {
-            c.shutdown();
+        for b in &self.inner.backends {
+            b.shutdown();
         }
         Ok(())
     }

@@ -49,8 +49,8 @@
 //! ```
 //!
 //! This crate is the facade: it re-exports `ringkernel-core` (types, queues, HLC, runtime pieces),
-//! `ringkernel-derive` (macros) and chooses a backend. Backends are Cargo features (`cuda`, `wgpu`,
-//! `metal`); the CPU backend is always present.
+//! `ringkernel-derive` (macros) and places kernels on backends. Backends are Cargo features
+//! (`cuda`, `wgpu`, `metal`); the CPU backend is always present.
 
 mod builder;
 
@@ -61,11 +61,25 @@ pub use ringkernel_core::{
 };
 pub use ringkernel_derive::{ring_kernel, GpuType, RingMessage};
 
-/// The runtime: [`RingKernel`], and the kernel definitions, handles, lifecycle and options of
-/// `ringkernel-core`.
+/// The runtime: [`RingKernel`], and the kernel definitions, handles, lifecycle and options users
+/// work with. What backends need (kernel cells, executors, doorbells) is in [`backend`].
 pub mod runtime {
     pub use crate::builder::{RingKernel, RuntimeBuilder};
-    pub use ringkernel_core::runtime::*;
+    #[doc(hidden)]
+    pub use ringkernel_core::runtime::inventory;
+    pub use ringkernel_core::runtime::{
+        payload_check, Backend, Context, DispatchError, ErrorReply, GpuProgram, HandlerError, HandlerOutput,
+        KernelCatalog, KernelDef, KernelHandle, KernelRegistration, KernelState, KernelStatus, LaunchOptions,
+        PayloadCheck, Placement, RawMessage, Received, ReceivedMeta, RestartPolicy, Target, TerminateReport,
+        TrySendError, DEFAULT_QUEUE_CAPACITY, MAX_MESSAGE_BYTES, MAX_PENDING_CALLS,
+    };
+}
+
+/// For backend authors: the [`backend::Backend`] and [`backend::BackendProvider`] traits and the
+/// shared pieces a backend serves kernels with. Add a backend to a runtime with
+/// [`RuntimeBuilder::provider`]; docs/02-crate-structure.md shows the steps.
+pub mod backend {
+    pub use ringkernel_core::backend::*;
 }
 
 /// The CPU backend's tuning knobs.
@@ -73,6 +87,9 @@ pub use ringkernel_cpu::CpuConfig;
 /// The CUDA backend's public types ([`cuda::CudaProgram`], [`cuda::CudaConfig`]).
 #[cfg(feature = "cuda")]
 pub use ringkernel_cuda as cuda;
+/// The Metal backend ([`metal::translate_msl`]; kernels carry a `WgslProgram`).
+#[cfg(feature = "metal")]
+pub use ringkernel_metal as metal;
 /// The wgpu backend's public types ([`wgpu::WgslProgram`], [`wgpu::WgpuConfig`]).
 #[cfg(feature = "wgpu")]
 pub use ringkernel_wgpu as wgpu;

@@ -231,7 +231,7 @@ async fn runtime_named(backend: Setup, defs: Vec<KernelDef>, threads: &str) -> O
     let mut b = RingKernel::builder().backend(backend).cpu_config(cpu);
     #[cfg(feature = "cuda")]
     if setup.emulate {
-        b = b.cuda_config(ringkernel::cuda::CudaConfig::host_emulation());
+        b = b.backend_config(ringkernel::cuda::CudaConfig::host_emulation());
     }
     for d in defs {
         b = b.kernel(d);
@@ -585,7 +585,7 @@ async fn fan_in(backend: Setup) {
     // its device inbox. (A source that started sending through the host and switched to the
     // inbox once its route was linked could overtake its own earlier messages.)
     #[cfg(feature = "cuda")]
-    if let Some(c) = rt.cuda_backend() {
+    if let Some(c) = rt.backend_impl::<ringkernel::cuda::CudaBackend>() {
         assert_eq!(c.k2k_via_host(), 0, "K2K to a kernel launched earlier never goes through the host");
     }
     rt.shutdown().await.unwrap();
@@ -684,9 +684,9 @@ impl BackendMemory {
     fn of(_rt: &RingKernel) -> Self {
         Self {
             #[cfg(feature = "wgpu")]
-            wgpu: _rt.wgpu_backend().map(|w| w.arena_in_use()),
+            wgpu: _rt.backend_impl::<ringkernel::wgpu::WgpuBackend>().map(|w| w.arena_in_use()),
             #[cfg(feature = "cuda")]
-            cuda_in_use: _rt.cuda_backend().map(|c| {
+            cuda_in_use: _rt.backend_impl::<ringkernel::cuda::CudaBackend>().map(|c| {
                 let m = c.memory_blocks();
                 m.allocated - m.free
             }),
@@ -697,11 +697,12 @@ impl BackendMemory {
     /// CUDA: once its launch returned, which the agent notices on its own).
     fn settle(&self, _rt: &RingKernel, _cycle: usize) {
         #[cfg(feature = "wgpu")]
-        if let (Some(base), Some(w)) = (self.wgpu, _rt.wgpu_backend()) {
+        if let (Some(base), Some(w)) = (self.wgpu, _rt.backend_impl::<ringkernel::wgpu::WgpuBackend>()) {
             assert_eq!(w.arena_in_use(), base, "cycle {_cycle}: the wgpu arena was not given back");
         }
         #[cfg(feature = "cuda")]
-        if let (Some(base), Some(c)) = (self.cuda_in_use, _rt.cuda_backend()) {
+        if let (Some(base), Some(c)) = (self.cuda_in_use, _rt.backend_impl::<ringkernel::cuda::CudaBackend>())
+        {
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             loop {
                 let m = c.memory_blocks();
@@ -719,7 +720,7 @@ impl BackendMemory {
 
     fn cuda_allocated(&self, _rt: &RingKernel) -> Option<usize> {
         #[cfg(feature = "cuda")]
-        if let Some(c) = _rt.cuda_backend() {
+        if let Some(c) = _rt.backend_impl::<ringkernel::cuda::CudaBackend>() {
             return Some(c.memory_blocks().allocated);
         }
         None
@@ -821,6 +822,10 @@ macro_rules! conformance {
 conformance!(cpu, Backend::Cpu);
 #[cfg(feature = "wgpu")]
 conformance!(wgpu, Backend::Wgpu, 10_000, 1_000_000, 20, 500);
+// Metal: the wgpu backend's kernels on wgpu's Metal API (skips off Apple systems, fails under
+// RINGKERNEL_REQUIRE_METAL=1).
+#[cfg(feature = "metal")]
+conformance!(metal, Backend::Metal, 10_000, 1_000_000, 20, 500);
 // The CUDA backend on a GPU (skips without one, fails under RINGKERNEL_REQUIRE_CUDA=1), and its
 // host emulation: the same generated kernels as C on host threads, which CI always runs. A
 // persistent kernel holds a block and a stream for its life: 100 kernels, not 10,000.
@@ -836,7 +841,7 @@ async fn default_kernel_footprint_is_small() {
     use ringkernel::queue::slot_ring::ring_region_size;
     let opts = LaunchOptions::default();
     let slot = opts.slot_size() as u32;
-    let cell = core::mem::size_of::<ringkernel::runtime::KernelCell>();
+    let cell = core::mem::size_of::<ringkernel::backend::KernelCell>();
     let layout = ring_region_size((opts.input_capacity as u32).next_power_of_two(), slot)
         + ring_region_size((opts.output_capacity as u32).next_power_of_two(), slot)
         + cell;
@@ -855,7 +860,7 @@ async fn default_kernel_footprint_is_small() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wgpu_default_arena_holds_ten_thousand_default_kernels() {
     let Some(rt) = runtime_with(Backend::Wgpu.into(), vec![counter_def("fit")]).await else { return };
-    let w = rt.wgpu_backend().expect("wgpu backend");
+    let w = rt.backend_impl::<ringkernel::wgpu::WgpuBackend>().expect("wgpu backend");
     let (before, _) = w.arena_in_use();
     let k = rt.launch("fit", LaunchOptions::default()).await.unwrap();
     let (after, _) = w.arena_in_use();
@@ -901,7 +906,7 @@ fn cuda_programs_compile_with_nvrtc() {
     }
     let defs = [counter_def("c"), stage_def("s0", Some("s1".into())), stage_def("s1", None)];
     for def in &defs {
-        let program = def.gpu_program::<CudaProgram>("cuda").expect("CUDA program");
+        let program = def.gpu_program::<CudaProgram>().expect("CUDA program");
         let source = program.cuda_source().unwrap();
         for arch in [(8, 0), (9, 0)] {
             let ptx = ringkernel::cuda::compile_ptx(def.name(), source, arch)

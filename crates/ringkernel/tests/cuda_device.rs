@@ -40,7 +40,7 @@ where
     for emulate in [true, false] {
         let mut b = RingKernel::builder()
             .backend(Backend::Cuda)
-            .cuda_config(CudaConfig { emulate, ..config.clone() });
+            .backend_config(CudaConfig { emulate, ..config.clone() });
         for d in defs() {
             b = b.kernel(d);
         }
@@ -147,7 +147,11 @@ async fn k2k_between_cuda_kernels_stays_on_the_device() {
             assert_eq!(h, Hop { n: i, trail: 123 }, "in order, through a, b and c");
         }
         sender.await.unwrap();
-        assert_eq!(rt.cuda_backend().unwrap().k2k_via_host(), 0, "every hop went into a device inbox");
+        assert_eq!(
+            rt.backend_impl::<ringkernel::cuda::CudaBackend>().unwrap().k2k_via_host(),
+            0,
+            "every hop went into a device inbox"
+        );
         assert_eq!(rt.state_snapshot::<Tally>(&b).unwrap(), Tally { seen: n, last: n - 1 });
         for k in [&a, &b, &c] {
             let r = k.terminate().await.unwrap();
@@ -175,7 +179,7 @@ async fn cuda_and_cpu_kernels_message_each_other() {
             assert_eq!(h, Hop { n: i, trail: 123 });
         }
         assert_eq!(
-            rt.cuda_backend().unwrap().k2k_via_host(),
+            rt.backend_impl::<ringkernel::cuda::CudaBackend>().unwrap().k2k_via_host(),
             500,
             "a's route to the CPU kernel b goes through the host"
         );

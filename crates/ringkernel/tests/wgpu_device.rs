@@ -149,7 +149,7 @@ fn on_Every(m: Every) { rk_reply_Every(m); }
     let n = ringkernel::message::encode(&sample(20), &meta, &mut bytes).unwrap();
     let h_len_word = 64 + 4 * (1 + 1 + 1 + 2 + 2 + 3 + 4 + 1); // Every.h's length word
     bytes[h_len_word..h_len_word + 4].copy_from_slice(&1_000_000u32.to_le_bytes());
-    assert_eq!(k.cell().push_input_bytes(&bytes[..n]), ringkernel::runtime::InputPush::Pushed);
+    assert_eq!(k.cell().push_input_bytes(&bytes[..n]), ringkernel::backend::InputPush::Pushed);
     assert_eq!(k.call::<_, Ping>(Ping { n: 1 }).await.unwrap(), Ping { n: 2 }, "the kernel keeps serving");
     let st = k.status();
     assert!(st.last_error.as_deref().unwrap_or("").contains("malformed"), "{st:?}");
@@ -221,8 +221,8 @@ async fn gpu_only_kernel_on_the_cpu_backend_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_does_not_pick_a_software_adapter_unless_asked() {
-    let software_only =
-        ringkernel::wgpu::probe_adapter(false).is_err() && ringkernel::wgpu::probe_adapter(true).is_ok();
+    let software_only = ringkernel::wgpu::probe_adapter(false, ringkernel::wgpu::NATIVE_APIS).is_err()
+        && ringkernel::wgpu::probe_adapter(true, ringkernel::wgpu::NATIVE_APIS).is_ok();
     if !software_only || std::env::var("RINGKERNEL_WGPU_ALLOW_SOFTWARE").as_deref() == Ok("1") {
         eprintln!("SKIP: this check needs a machine whose only adapter is a software one");
         return;
@@ -235,7 +235,7 @@ async fn auto_does_not_pick_a_software_adapter_unless_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_device_memory_is_a_launch_error() {
     let config = ringkernel::wgpu::WgpuConfig { arena_bytes: 4 << 20, max_kernels: 64, ..Default::default() };
-    let b = RingKernel::builder().backend(Backend::Wgpu).wgpu_config(config);
+    let b = RingKernel::builder().backend(Backend::Wgpu).backend_config(config);
     let rt = match b.kernel(echo_def("huge", false)).kernel(echo_def("small", false)).build().await {
         Ok(rt) => rt,
         Err(e) => {
@@ -268,7 +268,7 @@ async fn device_loss_fails_gpu_kernels_and_spares_cpu_ones() {
         tokio::spawn(async move { g.call::<_, Every>(sample(2)).await })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
-    rt.wgpu_backend().unwrap().simulate_device_loss();
+    rt.backend_impl::<ringkernel::wgpu::WgpuBackend>().unwrap().simulate_device_loss();
     let r = tokio::time::timeout(Duration::from_secs(10), pending).await.expect("caller not left hanging");
     match r.unwrap() {
         Err(Error::KernelFailed { detail, .. }) => assert!(detail.contains("device"), "{detail}"),
@@ -285,4 +285,28 @@ async fn device_loss_fails_gpu_kernels_and_spares_cpu_ones() {
         .await
         .expect("shutdown after device loss")
         .unwrap();
+}
+
+/// With `RINGKERNEL_CHECK_MSL=1` (CI), creating a pipeline also generates the MSL wgpu's Metal
+/// backend would hand the Metal driver; this checks that the check really ran, and that the MSL
+/// of a program is a Metal compute kernel. Without the `metal` feature there is no MSL writer.
+#[cfg(feature = "metal")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pipeline_gets_its_msl_generated_when_asked() {
+    let program =
+        WgslProgram::new::<Empty>("fn on_Ping(m: Ping) { rk_reply_Ping(Ping(m.n + 1u)); }").handles::<Ping>();
+    let msl = ringkernel::metal::translate_msl(&program).expect("MSL of a valid program");
+    assert!(msl.contains("kernel void"), "a Metal compute entry point:\n{msl}");
+    let broken = WgslProgram::new::<Empty>("fn on_Ping(m: Ping) { rk_reply_Ping(nope); }").handles::<Ping>();
+    assert!(ringkernel::metal::translate_msl(&broken).is_err());
+    if std::env::var("RINGKERNEL_CHECK_MSL").as_deref() != Ok("1") {
+        eprintln!("SKIP: RINGKERNEL_CHECK_MSL is not 1: pipelines are not translated to MSL in this run");
+        return;
+    }
+    let Some(rt) = runtime(vec![KernelDef::new::<Empty>("msl_echo").gpu(program)]).await else { return };
+    let before = ringkernel::wgpu::msl_checked();
+    let k = rt.launch("msl_echo", LaunchOptions::default()).await.unwrap();
+    assert_eq!(k.call::<_, Ping>(Ping { n: 1 }).await.unwrap(), Ping { n: 2 });
+    assert!(ringkernel::wgpu::msl_checked() > before, "the launch generated the program's MSL");
+    rt.shutdown().await.unwrap();
 }

@@ -7,7 +7,7 @@
 
 use super::definition::KernelDef;
 use super::handle::RawMessage;
-use super::options::LaunchOptions;
+use super::options::{LaunchOptions, Placement};
 use super::reply::ReplyTable;
 use super::state::KernelState;
 use crate::admission::AdmissionGate;
@@ -125,6 +125,7 @@ pub struct KernelCell {
     def: Option<Arc<KernelDef>>,
     options: LaunchOptions,
     doorbell: OnceLock<Arc<dyn Doorbell>>,
+    placement: OnceLock<Placement>,
     last_error: Mutex<Option<String>>,
     returned: Mutex<Vec<RawMessage>>,
     known_kernels: Vec<String>,
@@ -178,6 +179,7 @@ impl KernelCell {
             def,
             options,
             doorbell: OnceLock::new(),
+            placement: OnceLock::new(),
             last_error: Mutex::new(None),
             returned: Mutex::new(Vec::new()),
             known_kernels,
@@ -261,6 +263,16 @@ impl KernelCell {
     /// Installs the backend's doorbell (once).
     pub fn set_doorbell(&self, d: Arc<dyn Doorbell>) {
         let _ = self.doorbell.set(d);
+    }
+
+    /// Records where the kernel runs (once, by the runtime, when it places the kernel).
+    pub fn set_placement(&self, placement: Placement) {
+        let _ = self.placement.set(placement);
+    }
+
+    /// Where the kernel runs (`None` before it was placed).
+    pub fn placement(&self) -> Option<&Placement> {
+        self.placement.get()
     }
 
     /// Rings the doorbell: the kernel has new input or a lifecycle request.

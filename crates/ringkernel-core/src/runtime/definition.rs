@@ -5,6 +5,7 @@
 //! [`KernelDef`] values built at run time and passed to the runtime builder.
 
 use super::context::Context;
+use super::options::Backend;
 use crate::message::{decode_header, DecodeError, EnvelopeHeader, MessageRegistry, RingMessage};
 use crate::Error;
 use core::any::{Any, TypeId};
@@ -106,8 +107,10 @@ pub struct KernelDef {
 /// A program is plain data (source text and declarations), so a later code generator can produce
 /// it from Rust handlers without changing this interface.
 pub trait GpuProgram: Any + Send + Sync {
-    /// The backend this program is for (`"wgpu"`, `"cuda"`, `"metal"`).
-    fn backend(&self) -> &'static str;
+    /// The backend this program is written for ([`Backend::Wgpu`] for WGSL, which the Metal
+    /// backend runs too; [`Backend::Cuda`] for CUDA C). A definition holds at most one program
+    /// per concrete program type.
+    fn backend(&self) -> Backend;
     /// Message types the program handles: type id, Rust type and name.
     fn handled_types(&self) -> Vec<(u64, TypeId, &'static str)>;
     /// The payload check of a handled type ([`payload_check`] of its Rust type); `None` if the
@@ -205,19 +208,19 @@ impl KernelDef {
         Ok(self)
     }
 
-    /// Adds the kernel's program for one GPU backend (replacing an earlier one for that backend).
+    /// Adds the kernel's program for one GPU backend (replacing an earlier one of the same type).
     #[must_use]
-    pub fn gpu(mut self, program: impl GpuProgram) -> Self {
-        self.gpu.retain(|p| p.backend() != program.backend());
+    pub fn gpu<P: GpuProgram>(mut self, program: P) -> Self {
+        self.gpu.retain(|p| p.as_any().type_id() != TypeId::of::<P>());
         self.gpu.push(Arc::new(program));
         self.refresh_gpu_types();
         self
     }
 
-    /// The program for `backend`, downcast to its concrete type.
+    /// The kernel's program of type `P` (a backend asks for its own program type).
     #[must_use]
-    pub fn gpu_program<P: GpuProgram>(&self, backend: &str) -> Option<&P> {
-        self.gpu.iter().find(|p| p.backend() == backend).and_then(|p| p.as_any().downcast_ref::<P>())
+    pub fn gpu_program<P: GpuProgram>(&self) -> Option<&P> {
+        self.gpu.iter().find_map(|p| p.as_any().downcast_ref::<P>())
     }
 
     /// Kernel name.
@@ -257,7 +260,7 @@ impl KernelDef {
 
     /// Backends this kernel has GPU programs for.
     #[must_use]
-    pub fn gpu_backends(&self) -> Vec<&'static str> {
+    pub fn gpu_backends(&self) -> Vec<Backend> {
         self.gpu.iter().map(|p| p.backend()).collect()
     }
 
@@ -312,10 +315,10 @@ impl KernelDef {
             });
         }
         for p in other.gpu {
-            if self.gpu.iter().any(|q| q.backend() == p.backend()) {
+            if self.gpu.iter().any(|q| q.as_any().type_id() == p.as_any().type_id()) {
                 return Err(Error::KernelDefinition {
                     kernel: self.name.clone(),
-                    detail: format!("two {} programs for one kernel", p.backend()),
+                    detail: format!("two {} programs for one kernel", p.backend().name()),
                 });
             }
             self.gpu.push(p);

@@ -175,6 +175,9 @@ pub struct KernelStatus {
     pub restarts: u32,
     /// The kernel's clock as last published.
     pub clock: HlcTimestamp,
+    /// The backend and device running the kernel (a kernel without a program for a GPU runtime's
+    /// backend runs on its CPU pool, and says so here).
+    pub placement: Option<super::options::Placement>,
 }
 
 /// What `terminate` hands back.
@@ -272,6 +275,7 @@ impl KernelHandle {
             error_count: c.error_count(),
             restarts: c.restarts(),
             clock: HlcTimestamp::from_packed(c.hlc_packed(), self.cell.id().0),
+            placement: self.cell.placement().cloned(),
         }
     }
 

@@ -31,7 +31,8 @@ pub use handle::{
     TrySendError, SPIN_BEFORE_YIELD,
 };
 pub use options::{
-    Backend, LaunchOptions, RestartPolicy, DEFAULT_QUEUE_CAPACITY, MAX_MESSAGE_BYTES, MAX_PENDING_CALLS,
+    Backend, LaunchOptions, Placement, RestartPolicy, DEFAULT_QUEUE_CAPACITY, MAX_MESSAGE_BYTES,
+    MAX_PENDING_CALLS,
 };
 pub use reply::{Delivery, ReplyTable, Ticket};
 pub use state::KernelState;

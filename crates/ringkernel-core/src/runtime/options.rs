@@ -14,8 +14,10 @@ pub enum Backend {
     Cuda,
     /// WebGPU through wgpu (feature `wgpu`).
     Wgpu,
-    /// Apple Metal (feature `metal`).
+    /// Apple Metal (feature `metal`): wgpu's Metal backend on Apple GPUs.
     Metal,
+    /// A backend from outside RingKernel, added with `RuntimeBuilder::provider`, by its name.
+    Custom(&'static str),
 }
 
 impl Backend {
@@ -28,6 +30,7 @@ impl Backend {
             Self::Cuda => "cuda",
             Self::Wgpu => "wgpu",
             Self::Metal => "metal",
+            Self::Custom(name) => name,
         }
     }
 
@@ -54,6 +57,16 @@ impl Backend {
             }),
         }
     }
+}
+
+/// Where a kernel runs: the backend that serves it and that backend's device, in words. Set at
+/// launch; [`KernelStatus::placement`](super::KernelStatus) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The backend serving the kernel.
+    pub backend: Backend,
+    /// Its device (an adapter name, a CUDA device, `N CPU worker threads`).
+    pub device: std::sync::Arc<str>,
 }
 
 /// What happens when a handler panics.
