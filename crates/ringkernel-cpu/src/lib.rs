@@ -33,15 +33,14 @@
 //! ([`HostExecutor::runtime_panicked`]) and goes on serving the others.
 
 use crossbeam_deque::{Injector, Steal};
-use ringkernel_core::runtime::{
-    Directory, Doorbell, HostExecutor, KernelCell, RunOutcome, SPIN_BEFORE_YIELD,
-};
+use ringkernel_core::backoff::Backoff;
+use ringkernel_core::runtime::{Directory, Doorbell, HostExecutor, KernelCell, KernelDef, RunOutcome};
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle, Thread};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SCHEDULED: u32 = 1;
 const NOTIFIED: u32 = 2;
@@ -188,30 +187,28 @@ impl Pool {
                 return;
             }
             // Spin briefly: a hot kernel's next message usually arrives within microseconds.
-            let start = Instant::now();
+            // Past the first microseconds the wait yields the core on each turn: a spinning
+            // worker must not keep a thread that shares its core (the caller waiting for a reply,
+            // the worker running the kernel) off it.
+            let mut wait = Backoff::WORKER_IDLE.with_yield_until(self.config.spin).waiter();
             let mut found = None;
-            while start.elapsed() < self.config.spin {
+            let park = loop {
                 if !self.queue.is_empty() {
                     found = self.steal();
                     if found.is_some() {
-                        break;
+                        break None;
                     }
                 }
-                // Past the first microseconds, yield the core on each turn: a spinning worker
-                // must not keep a thread that shares its core (the caller waiting for a reply,
-                // the worker running the kernel) off it.
-                if start.elapsed() > SPIN_BEFORE_YIELD {
-                    std::thread::yield_now();
-                } else {
-                    for _ in 0..16 {
-                        std::hint::spin_loop();
-                    }
+                if let Some(park) = wait.snooze() {
+                    break Some(park);
                 }
-            }
-            if let Some(t) = found {
-                self.run_task(t);
+            };
+            let Some(park) = park else {
+                if let Some(t) = found {
+                    self.run_task(t);
+                }
                 continue;
-            }
+            };
             // Park.
             me.sleeping.store(true, Ordering::Relaxed);
             // SeqCst fence: pairs with the fence in `enqueue`.
@@ -221,7 +218,7 @@ impl Pool {
                 continue;
             }
             // The timeout is a safety net only; wake-ups come from `enqueue`.
-            thread::park_timeout(Duration::from_millis(100));
+            thread::park_timeout(park);
             me.sleeping.store(false, Ordering::Relaxed);
         }
     }
@@ -263,11 +260,12 @@ impl CpuBackend {
         Ok(Self { pool, threads: std::sync::Mutex::new(threads) })
     }
 
-    /// Gives a kernel an executor on this pool and installs its doorbell.
-    pub fn attach(&self, cell: &Arc<KernelCell>, dir: &Arc<Directory>) {
+    /// Gives a kernel an executor on this pool, running `def`'s handlers (`None`: a kernel
+    /// without a registered handler, whose messages get a typed error), and installs its doorbell.
+    pub fn attach(&self, cell: &Arc<KernelCell>, def: Option<&Arc<KernelDef>>, dir: &Arc<Directory>) {
         let task = Arc::new_cyclic(|this| Task {
             sched: AtomicU32::new(0),
-            exec: UnsafeCell::new(HostExecutor::new(cell, dir)),
+            exec: UnsafeCell::new(HostExecutor::new(cell, def, dir)),
             pool: Arc::downgrade(&self.pool),
             this: this.clone(),
         });

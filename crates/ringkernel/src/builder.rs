@@ -290,6 +290,7 @@ impl RingKernel {
         }
         let id = KernelId(inner.next_id.fetch_add(1, Ordering::Relaxed));
         let auto = options.auto_activate;
+        let accepts = def.as_deref().map(KernelDef::accepted_types);
         // A CUDA kernel's input queue lives in pinned memory its device reads directly.
         #[cfg(feature = "cuda")]
         let cell = match (&inner.cuda, &def) {
@@ -300,14 +301,14 @@ impl RingKernel {
                     }
                     e => e,
                 })?;
-                Arc::new(KernelCell::with_input(id, name, def, options, known, input)?)
+                Arc::new(KernelCell::with_input(id, name, accepts, options, known, input)?)
             }
-            _ => Arc::new(KernelCell::new(id, name, def, options, known)?),
+            _ => Arc::new(KernelCell::new(id, name, accepts, options, known)?),
         };
         #[cfg(not(feature = "cuda"))]
-        let cell = Arc::new(KernelCell::new(id, name, def, options, known)?);
+        let cell = Arc::new(KernelCell::new(id, name, accepts, options, known)?);
         inner.dir.insert(cell.clone())?;
-        if let Err(e) = self.place(&cell) {
+        if let Err(e) = self.place(&cell, def.as_ref()) {
             cell.abort(&e.to_string());
             return Err(e);
         }
@@ -322,21 +323,21 @@ impl RingKernel {
 
     /// Puts the kernel on the runtime's backend: a GPU backend runs kernels that carry a program
     /// for it; every other kernel runs on the CPU pool, which needs CPU handlers.
-    fn place(&self, cell: &Arc<KernelCell>) -> Result<()> {
+    fn place(&self, cell: &Arc<KernelCell>, def: Option<&Arc<KernelDef>>) -> Result<()> {
         let inner = &*self.inner;
         #[cfg(feature = "cuda")]
-        if let (Some(c), Some(def)) = (&inner.cuda, cell.def()) {
-            if ringkernel_cuda::CudaBackend::can_run(def) {
-                return c.attach(cell, &inner.dir);
+        if let (Some(c), Some(d)) = (&inner.cuda, def) {
+            if ringkernel_cuda::CudaBackend::can_run(d) {
+                return c.attach(cell, def, &inner.dir);
             }
         }
         #[cfg(feature = "wgpu")]
-        if let (Some(w), Some(def)) = (&inner.wgpu, cell.def()) {
-            if ringkernel_wgpu::WgpuBackend::can_run(def) {
-                return w.attach(cell, &inner.dir);
+        if let (Some(w), Some(d)) = (&inner.wgpu, def) {
+            if ringkernel_wgpu::WgpuBackend::can_run(d) {
+                return w.attach(cell, def, &inner.dir);
             }
         }
-        if let Some(def) = cell.def() {
+        if let Some(def) = def {
             if !def.has_cpu_handlers() && !def.gpu_backends().is_empty() {
                 return Err(Error::KernelDefinition {
                     kernel: cell.name().to_string(),
@@ -348,7 +349,7 @@ impl RingKernel {
                 });
             }
         }
-        inner.cpu.attach(cell, &inner.dir);
+        inner.cpu.attach(cell, def, &inner.dir);
         Ok(())
     }
 
