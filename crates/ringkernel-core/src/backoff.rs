@@ -188,7 +188,7 @@ impl Backoff {
         if self.yields.before(turn, elapsed) {
             return Step::Yield;
         }
-        let doublings = if self.double_every == 0 { 0 } else { (parked / self.double_every).min(31) };
+        let doublings = parked.checked_div(self.double_every).unwrap_or(0).min(31);
         Step::Park(self.park_min.saturating_mul(1 << doublings).min(self.park_max))
     }
 

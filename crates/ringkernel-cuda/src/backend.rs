@@ -44,9 +44,9 @@ use crate::device::{Device, LaunchId, Mapped};
 use crate::program::CudaProgram;
 use core::mem::offset_of;
 use ringkernel_codegen::cuda::{ctl, KernelParams, RouteEntry, MAX_ROUTES, ROUTE_BASE};
-use ringkernel_core::control_block::ControlBlock;
 use ringkernel_core::agent::{Agent, BellHook, Busy, DeviceStep, Ending, Kernels, Record};
 use ringkernel_core::backoff::Backoff;
+use ringkernel_core::control_block::ControlBlock;
 use ringkernel_core::message::KernelId;
 use ringkernel_core::queue::{RawSlotRing, RingMemory, SlotRing};
 use ringkernel_core::runtime::{Directory, KernelCell, KernelDef, KernelState, LaunchOptions};
@@ -405,8 +405,13 @@ impl CudaBackend {
             via_host: AtomicU64::new(0),
             mem_lock: RwLock::new(()),
         });
-        let poller =
-            Poller { shared: shared.clone(), relink: false, buf: Vec::new(), lens: Vec::new(), last_check: None };
+        let poller = Poller {
+            shared: shared.clone(),
+            relink: false,
+            buf: Vec::new(),
+            lens: Vec::new(),
+            last_check: None,
+        };
         let agent = Agent::spawn("ringkernel-cuda", poller)
             .map_err(|e| format!("cannot start the CUDA agent thread: {e}"))?;
         tracing::info!("cuda backend on {}", shared.dev.describe());
@@ -476,7 +481,12 @@ impl CudaBackend {
     /// Compiles (or reuses) the kernel's module from `def`'s program, allocates and initialises
     /// its memory, launches it, waits until it runs, and hands it to the agent. The cell's input
     /// queue must come from [`CudaBackend::input_ring`].
-    pub fn attach(&self, cell: &Arc<KernelCell>, def: Option<&Arc<KernelDef>>, dir: &Arc<Directory>) -> Result<()> {
+    pub fn attach(
+        &self,
+        cell: &Arc<KernelCell>,
+        def: Option<&Arc<KernelDef>>,
+        dir: &Arc<Directory>,
+    ) -> Result<()> {
         let name = cell.name().to_string();
         let gpu_err = |detail: String| Error::Gpu { backend: "cuda", kernel: name.clone(), detail };
         if let Some(f) = self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()).clone() {
@@ -747,7 +757,6 @@ impl DeviceStep for Poller {
     // Kernels can produce output without a doorbell (device K2K chains, slow handlers), so the
     // agent polls, backing off to 1 ms when nothing happens. Its rounds are never `Blocked`.
     const IDLE: Backoff = Backoff::AGENT_IDLE;
-    const BLOCKED: Backoff = Backoff::AGENT_IDLE;
     const ROUTE_BASE: Option<u32> = Some(ROUTE_BASE);
 
     fn routes(def: &KernelDef) -> &[String] {
@@ -996,7 +1005,10 @@ impl Poller {
             }
         }
         let rec = &mut kernels[i];
-        if (rec.dev.cb().is_terminated() || rec.dev.exited) && rec.dev.d2h.is_empty() && rec.local.outbox_len() == 0 {
+        if (rec.dev.cb().is_terminated() || rec.dev.exited)
+            && rec.dev.d2h.is_empty()
+            && rec.local.outbox_len() == 0
+        {
             Self::collect_leftovers(sh, rec, &cell);
             kernels.finish_terminate(i, self, &cell);
             work = true;
@@ -1071,7 +1083,8 @@ impl Poller {
         let text = format!("CUDA handler failed: {}", program(rec.def()).describe_error(code));
         // The failed message was consumed (counted by the kernel in h2d_done/inbox_done).
         if rec.handler_failed(cell, &text, corr, source) {
-            let bytes: Vec<u8> = program(rec.def()).init_state().iter().flat_map(|w| w.to_le_bytes()).collect();
+            let bytes: Vec<u8> =
+                program(rec.def()).init_state().iter().flat_map(|w| w.to_le_bytes()).collect();
             if !bytes.is_empty() {
                 if let Err(e) = sh.dev.write_device(rec.dev.state_dev, &bytes) {
                     tracing::error!(kernel = cell.name(), "cannot reset the state: {e}");

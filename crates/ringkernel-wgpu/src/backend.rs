@@ -324,7 +324,12 @@ impl WgpuBackend {
 
     /// Places `cell`'s kernel, defined by `def`, on the device: compiles (or reuses) its
     /// pipeline, allocates its queues and state, and hands it to the dispatcher.
-    pub fn attach(&self, cell: &Arc<KernelCell>, def: Option<&Arc<KernelDef>>, dir: &Arc<Directory>) -> Result<()> {
+    pub fn attach(
+        &self,
+        cell: &Arc<KernelCell>,
+        def: Option<&Arc<KernelDef>>,
+        dir: &Arc<Directory>,
+    ) -> Result<()> {
         let name = cell.name().to_string();
         let gpu_err = |detail: String| Error::Gpu { backend: "wgpu", kernel: name.clone(), detail };
         let def = def.cloned().ok_or_else(|| gpu_err("no kernel definition".into()))?;
@@ -627,7 +632,11 @@ impl Dispatcher {
             for _ in 0..sweeps {
                 for (_, r) in kernels.iter().enumerate().filter(|(i, _)| dispatch[*i]) {
                     pass.set_pipeline(&r.dev.pipeline);
-                    pass.set_bind_group(0, &shared.bind_group, &[(u64::from(r.dev.slot) * DESC_STRIDE) as u32]);
+                    pass.set_bind_group(
+                        0,
+                        &shared.bind_group,
+                        &[(u64::from(r.dev.slot) * DESC_STRIDE) as u32],
+                    );
                     pass.dispatch_workgroups(1, 1, 1);
                 }
             }
@@ -964,7 +973,11 @@ impl Dispatcher {
         if rec.handler_failed(cell, &text, corr, source) {
             let init = program(rec.def()).init_state();
             if !init.is_empty() {
-                shared.queue.write_buffer(&shared.mem, u64::from(rec.dev.state_off) * 4, &words_to_bytes(init));
+                shared.queue.write_buffer(
+                    &shared.mem,
+                    u64::from(rec.dev.state_off) * 4,
+                    &words_to_bytes(init),
+                );
             }
             write_ctrl(shared, rec.dev.ctrl(), ctrl::STATUS, 0);
         }

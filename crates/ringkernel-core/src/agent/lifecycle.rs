@@ -60,7 +60,11 @@ impl<K> Record<K> {
 impl<K> Kernels<K> {
     /// The cell of record `i`, if the agent still serves it. A record whose cell was dropped or
     /// aborted (or whose runtime is gone) ends here ([`Ending::Abandoned`]).
-    pub fn live_cell<S: DeviceStep<Kernel = K>>(&mut self, i: usize, step: &mut S) -> Option<Arc<KernelCell>> {
+    pub fn live_cell<S: DeviceStep<Kernel = K>>(
+        &mut self,
+        i: usize,
+        step: &mut S,
+    ) -> Option<Arc<KernelCell>> {
         let rec = &self[i];
         if let Some(cell) = rec.cell().filter(|c| c.state() != KernelState::Terminated) {
             if rec.dir.strong_count() > 0 {
@@ -88,7 +92,12 @@ impl<K> Kernels<K> {
         }
     }
 
-    fn panicked<S: DeviceStep<Kernel = K>>(&mut self, i: usize, step: &mut S, payload: &(dyn core::any::Any + Send)) {
+    fn panicked<S: DeviceStep<Kernel = K>>(
+        &mut self,
+        i: usize,
+        step: &mut S,
+        payload: &(dyn core::any::Any + Send),
+    ) {
         let rec = &mut self[i];
         rec.strikes += 1;
         let Some(cell) = rec.cell() else { return };

@@ -35,3 +35,6 @@ pub use doorbell::BellHook;
 pub use record::{Kernels, Phase, Record};
 pub use step::{Busy, DeviceStep, Ending};
 pub use thread::Agent;
+
+#[cfg(all(test, not(ringkernel_loom)))]
+mod tests;

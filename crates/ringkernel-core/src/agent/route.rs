@@ -78,7 +78,13 @@ impl<K> Record<K> {
 
 /// An error reply the kernel wrote (its payload is `code`): recorded on the kernel and, for a
 /// request, answered to the caller with `described`.
-fn error_reply(local: &mut ExecLocal, cell: &KernelCell, header: &EnvelopeHeader, code: u32, described: &str) {
+fn error_reply(
+    local: &mut ExecLocal,
+    cell: &KernelCell,
+    header: &EnvelopeHeader,
+    code: u32,
+    described: &str,
+) {
     let text = format!("handler error: {described}");
     let ec = match code {
         err::UNKNOWN_TYPE => ErrorCode::UnknownMessageType,
@@ -86,7 +92,8 @@ fn error_reply(local: &mut ExecLocal, cell: &KernelCell, header: &EnvelopeHeader
         _ => ErrorCode::HandlerError,
     };
     cell.record_error(ec, text.clone());
-    let request = EnvelopeHeader { correlation_id: header.correlation_id, source: header.destination, ..*header };
+    let request =
+        EnvelopeHeader { correlation_id: header.correlation_id, source: header.destination, ..*header };
     local.fail_request(cell, &request, &text, false);
 }
 

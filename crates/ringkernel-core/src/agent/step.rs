@@ -41,8 +41,9 @@ pub trait DeviceStep: Send + 'static {
     const THREAD: &'static str;
     /// How the agent waits after a round that found nothing to do.
     const IDLE: Backoff;
-    /// How the agent waits after a round whose work waits for the host.
-    const BLOCKED: Backoff;
+    /// How the agent waits after a round whose work waits for the host (by default as when
+    /// idle).
+    const BLOCKED: Backoff = Self::IDLE;
     /// Output destinations at or above this are route indices (`destination - ROUTE_BASE`) the
     /// device could not resolve: the agent resolves the route's name and patches the envelope's
     /// destination with the target's id. `None`: destinations are always kernel ids.

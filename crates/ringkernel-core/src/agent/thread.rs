@@ -66,7 +66,13 @@ impl<S: DeviceStep> Agent<S> {
     /// Hands the agent a kernel that will never run (it did not start), whose device resources
     /// the agent must still reclaim once the device is done with them: its record is
     /// [`Phase::Gone`] from the start, and no doorbell is installed.
-    pub fn attach_gone(&self, cell: &Arc<KernelCell>, def: &Arc<KernelDef>, dir: &Arc<Directory>, dev: S::Kernel) {
+    pub fn attach_gone(
+        &self,
+        cell: &Arc<KernelCell>,
+        def: &Arc<KernelDef>,
+        dir: &Arc<Directory>,
+        dev: S::Kernel,
+    ) {
         let rec = Record::new(cell, def, dir, Phase::Gone, dev);
         self.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
         self.wake.wake();
@@ -107,7 +113,9 @@ fn run<S: DeviceStep>(step: &mut S, wake: &Wake, incoming: &Mutex<Vec<Record<S::
         {
             let mut new = incoming.lock().unwrap_or_else(|e| e.into_inner());
             let arrived = !new.is_empty();
-            kernels.extend(new.drain(..));
+            if arrived {
+                kernels.extend(new.drain(..));
+            }
             // Under the hand-off lock: a kernel attached from a resource (CUDA: an input queue)
             // is in `kernels` or in `incoming` before the resource can be given back.
             step.admitted(&mut kernels, arrived);

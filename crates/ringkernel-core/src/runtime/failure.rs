@@ -55,7 +55,12 @@ pub(crate) fn handler_failed(
 /// A message `cell`'s kernel will never handle (it failed, or ended with the message queued): a
 /// waiting `call` fails with `KernelFailed`, a one-way message comes back in the terminate
 /// report.
-pub(crate) fn return_or_fail(local: &mut ExecLocal, cell: &KernelCell, header: &EnvelopeHeader, bytes: &[u8]) {
+pub(crate) fn return_or_fail(
+    local: &mut ExecLocal,
+    cell: &KernelCell,
+    header: &EnvelopeHeader,
+    bytes: &[u8],
+) {
     if header.correlation_id != 0 && header.source == KernelId::HOST.0 {
         let text = format!(
             "kernel {:?} failed before handling this request: {}",

@@ -6,9 +6,9 @@ use super::cell::{Directory, InputPush, KernelCell};
 use super::envelope::RawMessage;
 use super::reply::Ticket;
 use super::state::KernelState;
+use crate::backoff::Backoff;
 use crate::control_block::{ControlBlock, ErrorCode};
 use crate::hlc::HlcTimestamp;
-use crate::backoff::Backoff;
 use crate::message::{
     decode_header, encode, EnvelopeHeader, EnvelopeMeta, KernelId, RingMessage, ENVELOPE_HEADER_SIZE,
     FLAG_ERROR_REPLY, FLAG_KERNEL_FAILED,
@@ -279,7 +279,8 @@ impl KernelHandle {
         let cell = &*self.cell;
         cell.input_waiters
             .wait_until(|| {
-                (cell.input().len() < cell.input().capacity() || !cell.state().accepts_messages()).then_some(())
+                (cell.input().len() < cell.input().capacity() || !cell.state().accepts_messages())
+                    .then_some(())
             })
             .await;
     }

@@ -11,22 +11,22 @@ mod cell;
 mod context;
 mod definition;
 mod envelope;
-pub(crate) mod failure;
 mod exec;
+pub(crate) mod failure;
 mod handle;
 mod ingress;
 mod options;
 mod reply;
 mod state;
 
+pub use accepts::{payload_check, AcceptedTypes, PayloadCheck};
 pub use cell::{Directory, Doorbell, InputPush, KernelCell, Waiters};
 pub use context::{Context, ExecLocal, Target};
 #[doc(hidden)]
 pub use definition::inventory;
-pub use accepts::{payload_check, AcceptedTypes, PayloadCheck};
 pub use definition::{
-    BoxedState, DispatchError, GpuProgram, HandlerEntry, HandlerError, HandlerOutput, KernelCatalog, KernelDef,
-    KernelRegistration,
+    BoxedState, DispatchError, GpuProgram, HandlerEntry, HandlerError, HandlerOutput, KernelCatalog,
+    KernelDef, KernelRegistration,
 };
 pub use envelope::{ErrorReply, RawMessage};
 pub use exec::{HostExecutor, RunOutcome};
