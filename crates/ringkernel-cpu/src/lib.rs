@@ -20,9 +20,10 @@
 //!   answered without a futex round trip), then park. After the first couple of microseconds the
 //!   spin yields the core on every turn (`sched_yield`), so that on a machine with few cores a
 //!   spinning worker never keeps the thread it waits for (a caller, the worker running the
-//!   kernel) off a shared core; a waiting `call` does the same. A producer that queues a kernel unparks one
-//!   parked worker, if any. The sleep protocol is a Dekker pair (`sleeping` flag vs run-queue
-//!   push), both sides separated by SeqCst fences.
+//!   kernel) off a shared core; a waiting `call` does the same (policies `Backoff::WORKER_IDLE`
+//!   and `Backoff::CALL_WAIT` of `ringkernel_core::backoff`). A producer that queues a kernel
+//!   unparks one parked worker, if any. The sleep protocol is a Dekker pair (`sleeping` flag vs
+//!   run-queue push), both sides separated by SeqCst fences.
 //!
 //! The message path (queue push, doorbell, queue pop) takes no lock: the run queue is
 //! crossbeam's lock-free injector and the kernel queues are `ringkernel-core`'s slot rings.

@@ -840,11 +840,11 @@ impl DeviceStep for Poller {
         let _mem = sh.mem_lock.write().unwrap_or_else(|e| e.into_inner());
         sh.states.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
+        // The records stay (the agent aborts their cells after this) but are never served again.
         for rec in kernels.iter() {
             r.mapped.push(rec.dev.block);
             r.device.push(rec.dev.devmem);
         }
-        kernels.retain(|_| false);
         let inputs = core::mem::take(&mut r.inputs);
         for m in core::mem::take(&mut r.mapped).into_iter().chain(inputs) {
             sh.dev.free_mapped(m);

@@ -85,7 +85,7 @@ pub trait DeviceStep: Send + 'static {
         false
     }
 
-    /// The backend shuts down: stop what still runs on the device and free its memory. Kernels
-    /// still alive afterwards are aborted by the agent.
+    /// The backend shuts down: stop what still runs on the device and free its memory. Leave the
+    /// records in `kernels`: afterwards the agent aborts the cells of the kernels still alive.
     fn stop(&mut self, _kernels: &mut Kernels<Self::Kernel>) {}
 }

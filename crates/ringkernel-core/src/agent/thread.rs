@@ -17,6 +17,7 @@ use super::step::{Busy, DeviceStep};
 use crate::runtime::failure::panic_message;
 use crate::runtime::{Directory, KernelCell, KernelDef};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -57,9 +58,8 @@ impl<S: DeviceStep> Agent<S> {
         dev: S::Kernel,
         hook: Option<Box<dyn BellHook>>,
     ) {
-        let rec = Record::new(cell, def, dir, Phase::Starting, dev);
-        cell.set_doorbell(Arc::new(Bell { wake: self.wake.clone(), dirty: rec.dirty.clone(), hook }));
-        self.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
+        let dirty = self.hand_over(Record::new(cell, def, dir, Phase::Starting, dev));
+        cell.set_doorbell(Arc::new(Bell { wake: self.wake.clone(), dirty, hook }));
         cell.ring();
     }
 
@@ -73,9 +73,15 @@ impl<S: DeviceStep> Agent<S> {
         dir: &Arc<Directory>,
         dev: S::Kernel,
     ) {
-        let rec = Record::new(cell, def, dir, Phase::Gone, dev);
-        self.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
+        self.hand_over(Record::new(cell, def, dir, Phase::Gone, dev));
         self.wake.wake();
+    }
+
+    /// Queues `rec` for the agent's next turn; returns its doorbell flag.
+    fn hand_over(&self, rec: Record<S::Kernel>) -> Arc<AtomicBool> {
+        let dirty = rec.dirty.clone();
+        self.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
+        dirty
     }
 
     /// Makes the agent run a round soon.
