@@ -11,8 +11,9 @@
 //!
 //! Targets come from the record's caches ([`ExecLocal`](crate::runtime::ExecLocal)'s, the same a
 //! CPU handler's sends use): no directory lookup and no allocation per message once a target was
-//! seen. A cached target that terminated is looked up again (a new kernel may have been launched
-//! under its name). A destination the device addressed by route index
+//! seen. A target cached by name that terminated is looked up again (a new kernel may have been
+//! launched under the name); one cached by id stays (ids are not reused), and what is sent to it
+//! is kept as for any target that stopped. A destination the device addressed by route index
 //! ([`DeviceStep::ROUTE_BASE`]) is resolved by the route's name and patched into a reused copy
 //! of the envelope at the destination field's fixed offset.
 
