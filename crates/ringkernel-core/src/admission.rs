@@ -28,7 +28,7 @@
 //! the terminate report. `tests/loom_protocols.rs` model-checks this, and shows that the old
 //! check-then-push protocol loses a message.
 
-use crate::sync::{spin_hint, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 const CLOSED: u64 = 1 << 63;
 const COUNT: u64 = u32::MAX as u64;
@@ -81,17 +81,12 @@ impl AdmissionGate {
     pub fn close(&self) {
         // AcqRel: ordered in the word's modification order against every `enter` (see above).
         self.word.fetch_or(CLOSED, Ordering::AcqRel);
-        let mut spins = 0u32;
+        // An admitted sender only pushes (no waiting), so this is short; the policy yields the
+        // thread after a few turns in case the sender was preempted while admitted.
+        let mut wait = crate::backoff::Backoff::SHORT_WRITE.waiter();
         // Acquire: pairs with the Release decrement in `Admitted::drop`.
         while self.word.load(Ordering::Acquire) & COUNT != 0 {
-            // An admitted sender only pushes (no waiting), so this is short; yield the thread
-            // in case the sender was preempted while admitted.
-            spins += 1;
-            if spins < 64 {
-                spin_hint();
-            } else {
-                Self::yield_now();
-            }
+            let _never_parks = wait.snooze();
         }
     }
 
@@ -99,16 +94,6 @@ impl AdmissionGate {
     #[inline]
     pub fn is_closed(&self) -> bool {
         self.word.load(Ordering::Acquire) & CLOSED != 0
-    }
-
-    #[cfg(not(ringkernel_loom))]
-    fn yield_now() {
-        std::thread::yield_now();
-    }
-
-    #[cfg(ringkernel_loom)]
-    fn yield_now() {
-        loom::thread::yield_now();
     }
 }
 

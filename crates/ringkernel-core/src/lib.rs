@@ -12,10 +12,15 @@
 //! * [`backend`]: the interface a backend implements ([`backend::Backend`], [`backend::BackendProvider`]).
 //! * [`runtime`]: kernel definitions, lifecycle states, reply routing and the host-side kernel
 //!   handle that every backend shares.
+//! * [`agent`]: the device-agent skeleton GPU backends run their kernels' host side on (thread,
+//!   doorbell, per-kernel records, routing, failures, termination).
+//! * [`backoff`]: the one spin/yield/park policy type every waiting loop uses.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod admission;
+pub mod agent;
 pub mod backend;
+pub mod backoff;
 pub mod control_block;
 pub mod error;
 pub mod gpu;

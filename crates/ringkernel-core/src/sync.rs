@@ -17,3 +17,12 @@ pub(crate) fn spin_hint() {
     #[cfg(not(ringkernel_loom))]
     core::hint::spin_loop();
 }
+
+/// Yields the thread (to the loom scheduler when model checking).
+#[inline]
+pub(crate) fn yield_hint() {
+    #[cfg(ringkernel_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(ringkernel_loom))]
+    std::thread::yield_now();
+}

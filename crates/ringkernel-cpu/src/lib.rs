@@ -20,9 +20,10 @@
 //!   answered without a futex round trip), then park. After the first couple of microseconds the
 //!   spin yields the core on every turn (`sched_yield`), so that on a machine with few cores a
 //!   spinning worker never keeps the thread it waits for (a caller, the worker running the
-//!   kernel) off a shared core; a waiting `call` does the same. A producer that queues a kernel unparks one
-//!   parked worker, if any. The sleep protocol is a Dekker pair (`sleeping` flag vs run-queue
-//!   push), both sides separated by SeqCst fences.
+//!   kernel) off a shared core; a waiting `call` does the same (policies `Backoff::WORKER_IDLE`
+//!   and `Backoff::CALL_WAIT` of `ringkernel_core::backoff`). A producer that queues a kernel
+//!   unparks one parked worker, if any. The sleep protocol is a Dekker pair (`sleeping` flag vs
+//!   run-queue push), both sides separated by SeqCst fences.
 //!
 //! The message path (queue push, doorbell, queue pop) takes no lock: the run queue is
 //! crossbeam's lock-free injector and the kernel queues are `ringkernel-core`'s slot rings.
@@ -33,15 +34,14 @@
 //! ([`HostExecutor::runtime_panicked`]) and goes on serving the others.
 
 use crossbeam_deque::{Injector, Steal};
-use ringkernel_core::runtime::{
-    Directory, Doorbell, HostExecutor, KernelCell, RunOutcome, SPIN_BEFORE_YIELD,
-};
+use ringkernel_core::backoff::Backoff;
+use ringkernel_core::runtime::{Directory, Doorbell, HostExecutor, KernelCell, KernelDef, RunOutcome};
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle, Thread};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod provider;
 
@@ -192,30 +192,28 @@ impl Pool {
                 return;
             }
             // Spin briefly: a hot kernel's next message usually arrives within microseconds.
-            let start = Instant::now();
+            // Past the first microseconds the wait yields the core on each turn: a spinning
+            // worker must not keep a thread that shares its core (the caller waiting for a reply,
+            // the worker running the kernel) off it.
+            let mut wait = Backoff::WORKER_IDLE.with_yield_until(self.config.spin).waiter();
             let mut found = None;
-            while start.elapsed() < self.config.spin {
+            let park = loop {
                 if !self.queue.is_empty() {
                     found = self.steal();
                     if found.is_some() {
-                        break;
+                        break None;
                     }
                 }
-                // Past the first microseconds, yield the core on each turn: a spinning worker
-                // must not keep a thread that shares its core (the caller waiting for a reply,
-                // the worker running the kernel) off it.
-                if start.elapsed() > SPIN_BEFORE_YIELD {
-                    std::thread::yield_now();
-                } else {
-                    for _ in 0..16 {
-                        std::hint::spin_loop();
-                    }
+                if let Some(park) = wait.snooze() {
+                    break Some(park);
                 }
-            }
-            if let Some(t) = found {
-                self.run_task(t);
+            };
+            let Some(park) = park else {
+                if let Some(t) = found {
+                    self.run_task(t);
+                }
                 continue;
-            }
+            };
             // Park.
             me.sleeping.store(true, Ordering::Relaxed);
             // SeqCst fence: pairs with the fence in `enqueue`.
@@ -225,7 +223,7 @@ impl Pool {
                 continue;
             }
             // The timeout is a safety net only; wake-ups come from `enqueue`.
-            thread::park_timeout(Duration::from_millis(100));
+            thread::park_timeout(park);
             me.sleeping.store(false, Ordering::Relaxed);
         }
     }
@@ -267,11 +265,12 @@ impl CpuBackend {
         Ok(Self { pool, threads: std::sync::Mutex::new(threads) })
     }
 
-    /// Gives a kernel an executor on this pool and installs its doorbell.
-    pub fn attach(&self, cell: &Arc<KernelCell>, dir: &Arc<Directory>) {
+    /// Gives a kernel an executor on this pool, running `def`'s handlers (`None`: a kernel
+    /// without a registered handler, whose messages get a typed error), and installs its doorbell.
+    pub fn attach(&self, cell: &Arc<KernelCell>, def: Option<&Arc<KernelDef>>, dir: &Arc<Directory>) {
         let task = Arc::new_cyclic(|this| Task {
             sched: AtomicU32::new(0),
-            exec: UnsafeCell::new(HostExecutor::new(cell, dir)),
+            exec: UnsafeCell::new(HostExecutor::new(cell, def, dir)),
             pool: Arc::downgrade(&self.pool),
             this: this.clone(),
         });

@@ -48,10 +48,10 @@ impl Backend for CpuBackend {
     fn attach(
         &self,
         cell: &Arc<KernelCell>,
-        _def: Option<&Arc<KernelDef>>,
+        def: Option<&Arc<KernelDef>>,
         dir: &Arc<Directory>,
     ) -> Result<()> {
-        CpuBackend::attach(self, cell, dir);
+        CpuBackend::attach(self, cell, def, dir);
         Ok(())
     }
 

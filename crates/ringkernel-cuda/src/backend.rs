@@ -44,20 +44,17 @@ use crate::device::{Device, LaunchId, Mapped};
 use crate::program::CudaProgram;
 use core::mem::offset_of;
 use ringkernel_codegen::cuda::{ctl, KernelParams, RouteEntry, MAX_ROUTES, ROUTE_BASE};
-use ringkernel_core::control_block::{ControlBlock, ErrorCode};
-use ringkernel_core::message::{
-    decode_header, KernelId, ENVELOPE_FIELDS, ENVELOPE_HEADER_SIZE, FLAG_ERROR_REPLY,
-};
+use ringkernel_core::agent::{Agent, BellHook, Busy, DeviceStep, Ending, Kernels, Record};
+use ringkernel_core::backoff::Backoff;
+use ringkernel_core::control_block::ControlBlock;
+use ringkernel_core::message::KernelId;
 use ringkernel_core::queue::{RawSlotRing, RingMemory, SlotRing};
-use ringkernel_core::runtime::{
-    device_host, Directory, Doorbell, ExecLocal, KernelCell, KernelDef, KernelState, LaunchOptions,
-};
+use ringkernel_core::runtime::{Directory, KernelCell, KernelDef, KernelState, LaunchOptions};
 use ringkernel_core::{Error, Result};
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
-use std::thread::{JoinHandle, Thread};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Tuning of the CUDA backend.
@@ -180,14 +177,10 @@ unsafe impl Send for StateInfo {}
 
 struct Shared {
     dev: Arc<dyn Device>,
-    incoming: Mutex<Vec<Kern>>,
     retired: Arc<Mutex<Retired>>,
     states: Mutex<HashMap<u32, StateInfo>>,
     live: AtomicUsize,
     config: CudaConfig,
-    shutdown: AtomicBool,
-    pending: AtomicBool,
-    thread: OnceLock<Thread>,
     fault: Mutex<Option<String>>,
     /// Set once every launch has returned (memory dropped afterwards can be freed at once).
     all_done: Arc<AtomicBool>,
@@ -198,21 +191,10 @@ struct Shared {
     mem_lock: RwLock<()>,
 }
 
-impl Shared {
-    fn wake(&self) {
-        // SeqCst: pairs with the agent's `swap(false)` before a round; either the round sees
-        // what was published before this store, or the flag makes it run again.
-        self.pending.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.get() {
-            t.unpark();
-        }
-    }
-}
-
-/// A kernel's doorbell: copies the cell's lifecycle flags into the kernel's `ctl` word at once
-/// (so a message sent after `deactivate` returns is never taken by the kernel), then wakes the
-/// agent.
-struct Bell {
+/// A kernel's doorbell hook: copies the cell's lifecycle flags into the kernel's `ctl` word at
+/// once (so a message sent after `deactivate` returns is never taken by the kernel), before the
+/// doorbell wakes the agent.
+struct CtlMirror {
     shared: Weak<Shared>,
     cell: Weak<KernelCell>,
     /// Host address of the kernel's `ctl` word (mapped; lives until the backend shuts down).
@@ -225,7 +207,7 @@ struct Bell {
     routed: Arc<AtomicBool>,
 }
 
-impl Doorbell for Bell {
+impl BellHook for CtlMirror {
     fn ring(&self) {
         let Some(s) = self.shared.upgrade() else { return };
         if let Some(cell) = self.cell.upgrade() {
@@ -233,7 +215,6 @@ impl Doorbell for Bell {
             let seen =
                 (u64::from(cell.control.generation()) << 1) | u64::from(cell.control.terminate_requested());
             if self.mirrored.load(Ordering::Relaxed) == seen {
-                s.wake();
                 return;
             }
             let _mem = s.mem_lock.read().unwrap_or_else(|e| e.into_inner());
@@ -254,7 +235,6 @@ impl Doorbell for Bell {
                 }
             }
         }
-        s.wake();
     }
 }
 
@@ -330,14 +310,10 @@ enum Unlink {
     Waiting(Vec<(u32, u32)>),
 }
 
-/// One CUDA kernel as the agent sees it.
+/// One CUDA kernel's device bookkeeping, kept in its agent [`Record`].
 struct Kern {
     /// Its routes have been linked once (see `mirror_lifecycle`); shared with its doorbell.
     routed: Arc<AtomicBool>,
-    cell: Weak<KernelCell>,
-    dir: Weak<Directory>,
-    def: Arc<KernelDef>,
-    id: u32,
     /// Host address of its input queue (the cell's), which it reads until its launch returns.
     h2d_host: usize,
     block: Mapped,
@@ -348,15 +324,13 @@ struct Kern {
     launch: LaunchId,
     seen_h2d: u64,
     seen_inbox: u64,
-    failed: bool,
     /// Terminating: routes to it are being unlinked, then the (id, epoch) of every other kernel
     /// at that moment.
     unlink: Unlink,
     exit_allowed: bool,
     failures_seen: u32,
+    /// Its launch has returned (or the device faulted): its memory may be reused once it is gone.
     exited: bool,
-    gone: bool,
-    local: ExecLocal,
 }
 
 impl Kern {
@@ -395,15 +369,12 @@ impl Kern {
             )
         }
     }
-    fn program(&self) -> &CudaProgram {
-        self.def.gpu_program::<CudaProgram>().expect("checked at attach")
-    }
 }
 
 /// The CUDA backend of one runtime (see the module docs).
 pub struct CudaBackend {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    agent: Agent<Poller>,
 }
 
 impl core::fmt::Debug for CudaBackend {
@@ -425,27 +396,26 @@ impl CudaBackend {
         };
         let shared = Arc::new(Shared {
             dev,
-            incoming: Mutex::new(Vec::new()),
             retired: Arc::new(Mutex::new(Retired::default())),
             states: Mutex::new(HashMap::new()),
             live: AtomicUsize::new(0),
             config,
-            shutdown: AtomicBool::new(false),
-            pending: AtomicBool::new(false),
-            thread: OnceLock::new(),
             fault: Mutex::new(None),
             all_done: Arc::new(AtomicBool::new(false)),
             via_host: AtomicU64::new(0),
             mem_lock: RwLock::new(()),
         });
-        let weak = Arc::downgrade(&shared);
-        let handle = std::thread::Builder::new()
-            .name("ringkernel-cuda".into())
-            .spawn(move || Agent::default().run(&weak))
+        let poller = Poller {
+            shared: shared.clone(),
+            relink: false,
+            buf: Vec::new(),
+            lens: Vec::new(),
+            last_check: None,
+        };
+        let agent = Agent::spawn("ringkernel-cuda", poller)
             .map_err(|e| format!("cannot start the CUDA agent thread: {e}"))?;
-        let _ = shared.thread.set(handle.thread().clone());
         tracing::info!("cuda backend on {}", shared.dev.describe());
-        Ok(Self { shared, thread: Mutex::new(Some(handle)) })
+        Ok(Self { shared, agent })
     }
 
     /// The device in use, e.g. `CUDA driver 13.0, 1 device(s), device 0 NVIDIA H100 (sm_90), …`.
@@ -508,16 +478,21 @@ impl CudaBackend {
         Ok(SlotRing::with_memory(options.input_capacity, options.slot_size(), Box::new(mem))?)
     }
 
-    /// Compiles (or reuses) the kernel's module, allocates and initialises its memory, launches
-    /// it, waits until it runs, and hands it to the agent. `cell.input` must come from
-    /// [`CudaBackend::input_ring`].
-    pub fn attach(&self, cell: &Arc<KernelCell>, dir: &Arc<Directory>) -> Result<()> {
+    /// Compiles (or reuses) the kernel's module from `def`'s program, allocates and initialises
+    /// its memory, launches it, waits until it runs, and hands it to the agent. The cell's input
+    /// queue must come from [`CudaBackend::input_ring`].
+    pub fn attach(
+        &self,
+        cell: &Arc<KernelCell>,
+        def: Option<&Arc<KernelDef>>,
+        dir: &Arc<Directory>,
+    ) -> Result<()> {
         let name = cell.name().to_string();
         let gpu_err = |detail: String| Error::Gpu { backend: "cuda", kernel: name.clone(), detail };
         if let Some(f) = self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Err(gpu_err(format!("the device failed earlier: {f}")));
         }
-        let def = cell.def().cloned().ok_or_else(|| gpu_err("no kernel definition".into()))?;
+        let def = def.cloned().ok_or_else(|| gpu_err("no kernel definition".into()))?;
         let program = def
             .gpu_program::<CudaProgram>()
             .ok_or_else(|| gpu_err("the kernel definition carries no CudaProgram".into()))?;
@@ -557,7 +532,7 @@ impl CudaBackend {
         let state_off = align128(inbox_len);
         let scratch_off = state_off + align128(state.len() * 4);
         let dev_len = scratch_off + slot;
-        let h2d_dev = dev.device_address(cell.input.region().0.as_ptr()).map_err(|e| {
+        let h2d_dev = dev.device_address(cell.input().region().0.as_ptr()).map_err(|e| {
             format!(
                 "the kernel's input queue is not in mapped memory (made by CudaBackend::input_ring?): {e}"
             )
@@ -603,7 +578,7 @@ impl CudaBackend {
             if !bytes.is_empty() {
                 dev.write_device(devmem + state_off as u64, &bytes)?;
             }
-            let cb = ControlBlock::for_kernel(cell.id().0, cell.input.capacity(), d2h.capacity());
+            let cb = ControlBlock::for_kernel(cell.id().0, cell.input().capacity(), d2h.capacity());
             cb.set_hlc_packed(cell.control.hlc_packed());
             // SAFETY: CB_OFF..CB_OFF+128 lies in the fresh block, 128-aligned.
             unsafe { (block.host.add(CB_OFF) as *mut ControlBlock).write(cb) };
@@ -646,11 +621,7 @@ impl CudaBackend {
         let routed = Arc::new(AtomicBool::new(false));
         let k = Kern {
             routed: routed.clone(),
-            cell: Arc::downgrade(cell),
-            dir: Arc::downgrade(dir),
-            def: def.clone(),
-            id: cell.id().0,
-            h2d_host: cell.input.region().0.as_ptr() as usize,
+            h2d_host: cell.input().region().0.as_ptr() as usize,
             block,
             devmem: (devmem, dev_len),
             inbox: (devmem, inbox_len),
@@ -659,17 +630,15 @@ impl CudaBackend {
             launch,
             seen_h2d: 0,
             seen_inbox: 0,
-            failed: false,
             unlink: Unlink::No,
             exit_allowed: false,
             failures_seen: 0,
             exited: false,
-            gone: false,
-            local: ExecLocal::default(),
         };
         // Wait until the kernel runs (its first loop iteration bumps `epoch`): a kernel that
         // cannot become resident is an error here, not a silent hang later.
         let started = Instant::now();
+        let mut wait = Backoff::YIELD_POLL.waiter();
         // Relaxed: only "has the kernel run at all" is asked; nothing is read on the strength of it.
         while k.a32(offset_of!(KernelParams, epoch)).load(Ordering::Relaxed) == 0 {
             match dev.finished(launch) {
@@ -685,37 +654,36 @@ impl CudaBackend {
                 // agent has seen its launch return.
                 // SeqCst, as every host write of `ctl` (pairs with the kernel's acquire load).
                 k.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
-                self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(Kern { gone: true, ..k });
+                self.agent.attach_gone(cell, def, dir, k);
                 return Err(format!(
                     "the kernel did not start within {:?} (is the device full? CudaConfig::max_kernels)",
                     sh.config.start_timeout
                 ));
             }
-            std::thread::yield_now();
+            wait.wait();
         }
         sh.states.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            k.id,
+            cell.id().0,
             StateInfo {
                 params: k.params(),
                 snapshot: k.block.host.wrapping_add(snap_off) as *const u32,
                 words: state.len(),
             },
         );
-        cell.set_doorbell(Arc::new(Bell {
+        let mirror = CtlMirror {
             shared: Arc::downgrade(&self.shared),
             cell: Arc::downgrade(cell),
             ctl: k.block.host as usize + offset_of!(KernelParams, ctl),
             mirrored: AtomicU64::new(u64::MAX),
             routed,
-        }));
-        sh.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(k);
-        sh.wake();
+        };
+        self.agent.attach(cell, def, dir, k, Some(Box::new(mirror)));
         Ok(())
     }
 
     fn fault(&self, reason: &str) {
         *self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
-        self.shared.wake();
+        self.agent.wake();
     }
 
     /// A copy of a running kernel's state words, taken by the kernel itself between two messages
@@ -740,6 +708,7 @@ impl CudaBackend {
         };
         let generation = bump_generation(ctl_word, ctl::SNAPSHOT_SHIFT);
         let deadline = Instant::now() + Duration::from_millis(200);
+        let mut wait = Backoff::YIELD_POLL.waiter();
         // Acquire: pairs with the kernel's release of `snapshot_done` after its copy.
         while done.load(Ordering::Acquire) != generation {
             if Instant::now() > deadline {
@@ -749,7 +718,7 @@ impl CudaBackend {
                         .into(),
                 ));
             }
-            std::thread::yield_now();
+            wait.wait();
         }
         // SAFETY: `words` words of the mapped snapshot buffer, written by the kernel before the
         // release we acquired; it writes them again only on the next request, which needs `states`.
@@ -759,118 +728,172 @@ impl CudaBackend {
     /// Stops the agent; kernels should have been terminated first (any still running are told to
     /// exit). Frees the device memory once every launch has returned.
     pub fn shutdown(&self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        self.shared.wake();
-        if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
+        self.agent.shutdown();
     }
 }
 
-impl Drop for CudaBackend {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-/// The agent thread's own data.
-#[derive(Default)]
-struct Agent {
-    ks: Vec<Kern>,
+/// The CUDA backend's device step, run by the agent thread: polls every kernel's counters,
+/// failure record and output queue, links routes, runs the unlink protocol, and recycles the
+/// memory of ended kernels.
+struct Poller {
+    shared: Arc<Shared>,
     relink: bool,
     buf: Vec<u8>,
     lens: Vec<usize>,
     last_check: Option<Instant>,
-    /// Panics caught while serving a kernel (by kernel id): the first fails it, the next gives up
-    /// on it (see `step_panicked`).
-    panics: HashMap<u32, u32>,
 }
 
-impl Agent {
-    fn run(mut self, weak: &Weak<Shared>) {
-        let mut idle = 0u32;
-        loop {
-            let Some(sh) = weak.upgrade() else { return };
-            sh.pending.store(false, Ordering::SeqCst);
-            {
-                let mut incoming = sh.incoming.lock().unwrap_or_else(|e| e.into_inner());
-                if !incoming.is_empty() {
-                    self.ks.extend(incoming.drain(..));
-                    self.ks.sort_by_key(|k| k.id);
-                    self.relink = true;
-                }
-                // Under the `incoming` lock: a kernel launched from an input queue is in `ks`
-                // or in `incoming` before its cell (and so the queue) can be dropped.
-                self.sweep_inputs(&sh);
-            }
-            if let Some(f) = sh.fault.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-                self.fail_all(&f);
-            }
-            let work = self.round(&sh);
-            if sh.shutdown.load(Ordering::SeqCst) {
-                self.stop(&sh);
-                return;
-            }
-            if work {
-                idle = 0;
-            } else {
-                idle = idle.saturating_add(1);
-            }
-            if idle < 256 {
-                std::hint::spin_loop();
-            } else if idle < 2048 {
-                std::thread::yield_now();
-            } else if !sh.pending.load(Ordering::SeqCst) {
-                // Kernels can produce output without a doorbell (device K2K chains, slow
-                // handlers), so the agent polls, backing off to 1 ms when nothing happens.
-                let us = 20u64 << ((idle - 2048) / 64).min(6);
-                drop(sh);
-                std::thread::park_timeout(Duration::from_micros(us.min(1000)));
-            }
+type Rec = Record<Kern>;
+
+/// The kernel's CUDA program (checked at attach).
+fn program(def: &KernelDef) -> &CudaProgram {
+    def.gpu_program::<CudaProgram>().expect("checked at attach")
+}
+
+impl DeviceStep for Poller {
+    type Kernel = Kern;
+    const NAME: &'static str = "CUDA";
+    const THREAD: &'static str = "CUDA agent";
+    // Kernels can produce output without a doorbell (device K2K chains, slow handlers), so the
+    // agent polls, backing off to 1 ms when nothing happens. Its rounds are never `Blocked`.
+    const IDLE: Backoff = Backoff::AGENT_IDLE;
+    const ROUTE_BASE: Option<u32> = Some(ROUTE_BASE);
+
+    fn routes(def: &KernelDef) -> &[String] {
+        program(def).routes()
+    }
+
+    fn describe_error(def: &KernelDef, code: u32) -> String {
+        program(def).describe_error(code)
+    }
+
+    fn admitted(&mut self, kernels: &mut Kernels<Kern>, arrived: bool) {
+        self.relink |= arrived;
+        self.sweep_inputs(kernels);
+    }
+
+    fn device_fault(&mut self) -> Option<String> {
+        self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn round(&mut self, kernels: &mut Kernels<Kern>) -> Busy {
+        if self.round(kernels) {
+            Busy::Work
+        } else {
+            Busy::Idle
         }
     }
 
+    /// Its memory joins the free lists once its launch has returned (`round`).
+    fn release(&mut self, rec: &mut Rec, ending: Ending) {
+        if ending == Ending::Abandoned {
+            // SeqCst, as every host write of `ctl` (pairs with the kernel's acquire load).
+            rec.dev.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
+        }
+        self.shared.live.fetch_sub(1, Ordering::AcqRel);
+        self.shared.states.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id());
+        self.relink = true;
+    }
+
+    /// The device kernel is told to stop taking input; it stays the only consumer of its queues,
+    /// so the host does not drain them: what is queued is handled or handed back when it
+    /// terminates, as for any kernel.
+    fn stop_taking_input(&mut self, rec: &mut Rec, cell: &KernelCell) -> bool {
+        self.relink = true;
+        cell.control.set_active(false);
+        mirror_lifecycle(&cell.control, rec.dev.ctl(), false);
+        false
+    }
+
+    /// A faulted device runs nothing any more: the kernel counts as exited.
+    fn device_lost(&mut self, rec: &mut Rec) -> bool {
+        rec.dev.exited = true;
+        true
+    }
+
+    /// Shutdown: tell every kernel still running to exit, wait for the launches, free memory.
+    fn stop(&mut self, kernels: &mut Kernels<Kern>) {
+        let sh = &*self.shared;
+        for rec in kernels.iter() {
+            rec.dev.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut all = true;
+        for rec in kernels.iter_mut() {
+            let k = &mut rec.dev;
+            let mut wait = Backoff::DEVICE_EXIT.waiter();
+            while !k.exited && Instant::now() < deadline {
+                match sh.dev.finished(k.launch) {
+                    Ok(true) => k.exited = true,
+                    Ok(false) => wait.wait(),
+                    Err(_) => break,
+                }
+            }
+            all &= k.exited;
+        }
+        if !all || sh.fault.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            tracing::warn!(
+                "CUDA kernels still running (or the device faulted) at shutdown; their memory is not freed"
+            );
+            return;
+        }
+        let _mem = sh.mem_lock.write().unwrap_or_else(|e| e.into_inner());
+        sh.states.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
+        // The records stay (the agent aborts their cells after this) but are never served again.
+        for rec in kernels.iter() {
+            r.mapped.push(rec.dev.block);
+            r.device.push(rec.dev.devmem);
+        }
+        let inputs = core::mem::take(&mut r.inputs);
+        for m in core::mem::take(&mut r.mapped).into_iter().chain(inputs) {
+            sh.dev.free_mapped(m);
+            r.allocated -= 1;
+        }
+        for (d, len) in core::mem::take(&mut r.device) {
+            sh.dev.free_device(d, len);
+            r.allocated -= 1;
+        }
+        // Release: pairs with the acquire in the doorbell and in InputMemory's drop.
+        sh.all_done.store(true, Ordering::Release);
+    }
+}
+
+impl Poller {
     /// One pass over every kernel; `true` if anything moved.
-    fn round(&mut self, sh: &Shared) -> bool {
+    fn round(&mut self, kernels: &mut Kernels<Kern>) -> bool {
+        let sh = self.shared.clone();
         let mut work = false;
         let check = self.last_check.is_none_or(|t| t.elapsed() > Duration::from_millis(5));
         if check {
             self.last_check = Some(Instant::now());
         }
-        for i in 0..self.ks.len() {
-            let k = &mut self.ks[i];
-            if k.gone {
-                if !k.exited && sh.dev.finished(k.launch).unwrap_or(true) {
-                    k.exited = true;
+        for i in 0..kernels.len() {
+            let rec = &mut kernels[i];
+            if rec.is_gone() {
+                if !rec.dev.exited && sh.dev.finished(rec.dev.launch).unwrap_or(true) {
+                    rec.dev.exited = true;
                 }
                 continue;
             }
             // A panic in the agent's own code while it serves one kernel fails that kernel only;
             // routing for every other kernel goes on.
-            work |= match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(sh, i, check))) {
-                Ok(w) => w,
-                Err(payload) => {
-                    self.step_panicked(sh, i, &*payload);
-                    true
-                }
-            };
+            work |= kernels.serve(i, self, |p, ks| p.step(&sh, ks, i, check)).unwrap_or(true);
         }
         if self.relink {
             self.relink = false;
-            self.link_routes();
+            Self::link_routes(kernels);
         }
-        if self.ks.iter().any(|k| k.gone && k.exited) {
+        if kernels.iter().any(|r| r.is_gone() && r.dev.exited) {
             // Ended kernels: their memory goes to the free lists, for later launches to reuse
             // (freed at shutdown). The write lock waits for doorbells still mirroring into a
             // parameter block; later ones see the cell terminated and leave the block alone.
             let _mem = sh.mem_lock.write().unwrap_or_else(|e| e.into_inner());
             let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
-            self.ks.retain(|k| {
-                if k.gone && k.exited {
-                    r.mapped.push(k.block);
-                    r.device.push(k.devmem);
+            kernels.retain(|rec| {
+                if rec.is_gone() && rec.dev.exited {
+                    r.mapped.push(rec.dev.block);
+                    r.device.push(rec.dev.devmem);
                     false
                 } else {
                     true
@@ -882,186 +905,145 @@ impl Agent {
     }
 
     /// Moves input queues of dropped cells whose kernel has returned (or never ran) to the free
-    /// list. The caller holds the `incoming` lock and has moved `incoming` into `ks`.
-    fn sweep_inputs(&self, sh: &Shared) {
-        let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
+    /// list. The caller holds the hand-off lock and has moved the attached kernels into `kernels`.
+    fn sweep_inputs(&self, kernels: &Kernels<Kern>) {
+        let mut r = self.shared.retired.lock().unwrap_or_else(|e| e.into_inner());
         if r.inputs.is_empty() {
             return;
         }
-        let read: std::collections::HashSet<usize> = self.ks.iter().map(|k| k.h2d_host).collect();
+        let read: std::collections::HashSet<usize> = kernels.iter().map(|k| k.dev.h2d_host).collect();
         let (still, free): (Vec<Mapped>, Vec<Mapped>) =
             r.inputs.drain(..).partition(|m| read.contains(&(m.host as usize)));
         r.inputs = still;
         r.mapped.extend(free);
     }
 
-    fn step(&mut self, sh: &Shared, i: usize, check: bool) -> bool {
+    fn step(&mut self, sh: &Shared, kernels: &mut Kernels<Kern>, i: usize, check: bool) -> bool {
         let mut work = false;
         // Asking the driver costs a call per kernel: only when the kernel says it has ended, or
         // every few milliseconds to notice a fault.
-        if check || self.ks[i].cb().is_terminated() {
-            match sh.dev.finished(self.ks[i].launch) {
-                Ok(done) => self.ks[i].exited |= done,
+        if check || kernels[i].dev.cb().is_terminated() {
+            match sh.dev.finished(kernels[i].dev.launch) {
+                Ok(done) => kernels[i].dev.exited |= done,
                 Err(e) => {
                     *sh.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
-                    self.fail_all(&e);
+                    kernels.fail_all(self, &e);
                     return true;
                 }
             }
         }
-        let Some(cell) = self.ks[i].cell.upgrade().filter(|c| c.state() != KernelState::Terminated) else {
-            // The cell was dropped or aborted: make the kernel exit, forget it once it has.
-            let k = &mut self.ks[i];
-            k.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
-            if !k.gone {
-                k.gone = true;
-                sh.live.fetch_sub(1, Ordering::AcqRel);
-                sh.states.lock().unwrap_or_else(|e| e.into_inner()).remove(&k.id);
-                self.relink = true;
-            }
-            return false;
-        };
+        // The cell was dropped or aborted: the kernel is told to exit, and forgotten once it has.
+        let Some(cell) = kernels.live_cell(i, self) else { return false };
         cell.check_injected_fault();
-        let k = &mut self.ks[i];
+        let rec = &mut kernels[i];
+        rec.start();
         // 1. Lifecycle into the kernel's `ctl` word (the doorbell does it too).
-        mirror_lifecycle(&cell.control, k.ctl(), k.routed.load(Ordering::Relaxed));
+        mirror_lifecycle(&cell.control, rec.dev.ctl(), rec.dev.routed.load(Ordering::Relaxed));
         let terminating = cell.control.terminate_requested();
         // 2. Counters and clock.
-        work |= Self::sync_counts(k, &cell);
+        work |= Self::sync_counts(&mut rec.dev, &cell);
         // 3. A handler called rk_fail.
         // Acquire: pairs with the kernel's release of `failures` after the fail_* stores.
-        let failures = k.a32(offset_of!(KernelParams, failures)).load(Ordering::Acquire);
-        if !k.failed && failures != k.failures_seen {
-            k.failures_seen = failures;
-            Self::on_fail(sh, k, &cell);
-            if k.failed {
+        let failures = rec.dev.a32(offset_of!(KernelParams, failures)).load(Ordering::Acquire);
+        if !rec.is_failed() && failures != rec.dev.failures_seen {
+            rec.dev.failures_seen = failures;
+            Self::on_fail(sh, rec, &cell);
+            if rec.is_failed() {
                 self.relink = true;
             }
             work = true;
         }
-        let k = &mut self.ks[i];
         // 4. Outputs, in order.
         self.buf.clear();
         self.lens.clear();
         let (buf, lens) = (&mut self.buf, &mut self.lens);
-        let n = k.d2h.pop_batch_with(1024, |b| {
+        let n = rec.dev.d2h.pop_batch_with(1024, |b| {
             buf.extend_from_slice(b);
             lens.push(b.len());
         });
         if n > 0 {
             let mut at = 0;
             for &len in &self.lens {
-                Self::route_output(sh, k, &cell, &self.buf[at..at + len]);
+                if rec.route_output::<Poller>(&cell, &self.buf[at..at + len]) {
+                    sh.via_host.fetch_add(1, Ordering::Relaxed);
+                }
                 at += len;
             }
             work = true;
         }
-        if !k.local.flush(&cell) {
+        if !rec.local.flush(&cell) {
             work = true;
         }
         // 5. A failed kernel takes no input: hand its queued messages back.
-        if k.failed && !cell.input.is_empty() {
-            device_host::drain_input(&mut k.local, &cell);
+        if rec.is_failed() && !cell.input().is_empty() {
+            rec.drain_input(&cell);
             work = true;
         }
         // 6. Termination: unlink, let it exit, collect what is left.
-        if terminating && k.unlink == Unlink::No {
-            k.unlink = Unlink::Pending;
+        if terminating && rec.dev.unlink == Unlink::No {
+            rec.dev.unlink = Unlink::Pending;
             self.relink = true;
             return true;
         }
-        if let Unlink::Waiting(epochs) = &self.ks[i].unlink {
-            if !self.ks[i].exit_allowed {
+        if let Unlink::Waiting(epochs) = &kernels[i].dev.unlink {
+            if !kernels[i].dev.exit_allowed {
                 let moved = epochs.iter().all(|&(id, e)| {
-                    let Ok(j) = self.ks.binary_search_by_key(&id, |o| o.id) else { return true };
-                    let o = &self.ks[j];
-                    o.exited
-                        || o.gone
+                    let Some(j) = kernels.find(id) else { return true };
+                    let o = &kernels[j];
+                    o.dev.exited
+                        || o.is_gone()
                         // Acquire: pairs with the kernel's release of `epoch`: its sends of earlier
                         // iterations happen-before the exit_allowed release below.
-                        || o.a32(offset_of!(KernelParams, epoch)).load(Ordering::Acquire).wrapping_sub(e) >= 2
+                        || o.dev.a32(offset_of!(KernelParams, epoch)).load(Ordering::Acquire).wrapping_sub(e) >= 2
                 });
                 if moved {
-                    let k = &mut self.ks[i];
+                    let k = &mut kernels[i].dev;
                     k.exit_allowed = true;
                     // Release: pairs with the kernel's acquire load of `ctl`.
                     k.ctl().fetch_or(ctl::EXIT, Ordering::SeqCst);
                 }
             }
         }
-        let k = &mut self.ks[i];
-        if (k.cb().is_terminated() || k.exited) && k.d2h.is_empty() && k.local.outbox_len() == 0 {
-            Self::finish(sh, k, &cell);
-            self.relink = true;
+        let rec = &mut kernels[i];
+        if (rec.dev.cb().is_terminated() || rec.dev.exited)
+            && rec.dev.d2h.is_empty()
+            && rec.local.outbox_len() == 0
+        {
+            Self::collect_leftovers(sh, rec, &cell);
+            kernels.finish_terminate(i, self, &cell);
             work = true;
         }
         work
     }
 
-    /// `step` panicked for kernel `i`. The first time, the kernel becomes `Failed` (last error =
-    /// the panic) and every waiting call gets `KernelFailed`; the device kernel is told to stop
-    /// taking input (it stays the only consumer of its queues, so the host does not drain them:
-    /// what is queued is handled or handed back when it terminates, as for any kernel). If `step`
-    /// panics again for it, the agent gives up on it: the device kernel is told to exit, and
-    /// the kernel ends at once (`abort`), so `terminate` never waits on a step that keeps failing.
-    fn step_panicked(&mut self, sh: &Shared, i: usize, payload: &(dyn std::any::Any + Send)) {
-        self.relink = true;
-        let k = &mut self.ks[i];
-        let text = format!(
-            "the CUDA agent panicked while serving kernel #{}: {}",
-            k.id,
-            device_host::panic_message(payload)
-        );
-        let n = self.panics.entry(k.id).or_insert(0);
-        *n += 1;
-        let Some(cell) = k.cell.upgrade() else { return };
-        if *n == 1 {
-            cell.control.set_active(false);
-            mirror_lifecycle(&cell.control, k.ctl(), false);
-            device_host::runtime_panicked(&mut k.local, &cell, &text, false);
-            return;
-        }
-        tracing::error!(kernel = cell.name(), "{text}; giving up on the kernel");
-        // SeqCst, as every host write of `ctl` (pairs with the kernel's acquire load).
-        k.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
-        if !k.gone {
-            k.gone = true;
-            sh.live.fetch_sub(1, Ordering::AcqRel);
-            sh.states.lock().unwrap_or_else(|e| e.into_inner()).remove(&k.id);
-        }
-        cell.record_error(ErrorCode::HandlerPanic, text.clone());
-        cell.abort(&text);
-    }
-
     /// Links every route to its target's inbox when the target runs on this device and takes
     /// messages; unlinks the others (they go through the host). Kernels that just started
     /// terminating get the epochs the unlink protocol waits for.
-    fn link_routes(&mut self) {
-        let ids: Vec<u32> = self.ks.iter().map(|k| k.id).collect();
-        let linkable: Vec<bool> = self
-            .ks
+    fn link_routes(kernels: &mut Kernels<Kern>) {
+        let ids: Vec<u32> = kernels.iter().map(|r| r.id()).collect();
+        let linkable: Vec<bool> = kernels
             .iter()
-            .map(|k| {
-                !k.gone
-                    && !k.failed
-                    && k.unlink == Unlink::No
-                    && !k.exited
-                    && k.cell.upgrade().is_some_and(|c| c.state().accepts_messages())
+            .map(|r| {
+                !r.is_gone()
+                    && !r.is_failed()
+                    && r.dev.unlink == Unlink::No
+                    && !r.dev.exited
+                    && r.cell().is_some_and(|c| c.state().accepts_messages())
             })
             .collect();
-        for i in 0..self.ks.len() {
-            let k = &self.ks[i];
-            if k.gone || k.exited {
+        for i in 0..kernels.len() {
+            let r = &kernels[i];
+            if r.is_gone() || r.dev.exited {
                 continue;
             }
-            let Some(dir) = k.dir.upgrade() else { continue };
-            for (r, name) in k.program().routes().iter().enumerate() {
+            let Some(dir) = r.dir() else { continue };
+            for (n, name) in program(r.def()).routes().iter().enumerate() {
                 let target = dir.by_name(name).and_then(|c| ids.binary_search(&c.id().0).ok());
                 let (inbox, id) = match target {
-                    Some(t) if linkable[t] => (self.ks[t].inbox.0, self.ks[t].id),
+                    Some(t) if linkable[t] => (kernels[t].dev.inbox.0, kernels[t].id()),
                     _ => (0, 0),
                 };
-                let (e_inbox, e_id) = k.route(r);
+                let (e_inbox, e_id) = r.dev.route(n);
                 if e_inbox.load(Ordering::Relaxed) != inbox {
                     e_id.store(id, Ordering::Relaxed);
                     // Release: pairs with the kernel's acquire load of `inbox` in rk_out_begin; the
@@ -1072,96 +1054,54 @@ impl Agent {
         }
         // Every kernel's routes are linked now: the agent (its next step) and the doorbells may
         // activate it on the device. Release: pairs with the doorbell's acquire.
-        for k in &self.ks {
-            k.routed.store(true, Ordering::Release);
+        for r in kernels.iter() {
+            r.dev.routed.store(true, Ordering::Release);
         }
         // SeqCst: the unlinks above are visible before the epochs below are read, so an epoch
         // that moves twice past these values belongs to an iteration that saw the unlink.
         fence(Ordering::SeqCst);
-        for i in 0..self.ks.len() {
-            if self.ks[i].unlink == Unlink::Pending {
-                let epochs: Vec<(u32, u32)> = (0..self.ks.len())
-                    .filter(|&j| j != i && !self.ks[j].exited && !self.ks[j].gone)
+        for i in 0..kernels.len() {
+            if kernels[i].dev.unlink == Unlink::Pending {
+                let epochs: Vec<(u32, u32)> = (0..kernels.len())
+                    .filter(|&j| j != i && !kernels[j].dev.exited && !kernels[j].is_gone())
                     .map(|j| {
-                        let o = &self.ks[j];
-                        (o.id, o.a32(offset_of!(KernelParams, epoch)).load(Ordering::Acquire))
+                        let o = &kernels[j];
+                        (o.id(), o.dev.a32(offset_of!(KernelParams, epoch)).load(Ordering::Acquire))
                     })
                     .collect();
-                self.ks[i].unlink = Unlink::Waiting(epochs);
+                kernels[i].dev.unlink = Unlink::Waiting(epochs);
             }
         }
     }
 
-    fn on_fail(sh: &Shared, k: &mut Kern, cell: &KernelCell) {
+    fn on_fail(sh: &Shared, rec: &mut Rec, cell: &KernelCell) {
+        let k = &rec.dev;
         // Relaxed: ordered by the acquire of `failures` that led here.
         let code = k.a32(offset_of!(KernelParams, fail_code)).load(Ordering::Relaxed);
         let corr = k.a64(offset_of!(KernelParams, fail_corr)).load(Ordering::Relaxed);
         let source = k.a32(offset_of!(KernelParams, fail_source)).load(Ordering::Relaxed);
-        let text = format!("CUDA handler failed: {}", k.program().describe_error(code));
+        let text = format!("CUDA handler failed: {}", program(rec.def()).describe_error(code));
         // The failed message was consumed (counted by the kernel in h2d_done/inbox_done).
-        if device_host::handler_failed(&mut k.local, cell, &text, corr, source) {
-            let bytes: Vec<u8> = k.program().init_state().iter().flat_map(|w| w.to_le_bytes()).collect();
+        if rec.handler_failed(cell, &text, corr, source) {
+            let bytes: Vec<u8> =
+                program(rec.def()).init_state().iter().flat_map(|w| w.to_le_bytes()).collect();
             if !bytes.is_empty() {
-                if let Err(e) = sh.dev.write_device(k.state_dev, &bytes) {
+                if let Err(e) = sh.dev.write_device(rec.dev.state_dev, &bytes) {
                     tracing::error!(kernel = cell.name(), "cannot reset the state: {e}");
                 }
             }
             // Release: the fresh state is written before the kernel sees the new restart
             // generation and goes on.
-            bump_generation(k.ctl(), ctl::RESTART_SHIFT);
-        } else {
-            k.failed = true;
+            bump_generation(rec.dev.ctl(), ctl::RESTART_SHIFT);
         }
     }
 
-    fn route_output(sh: &Shared, k: &mut Kern, cell: &KernelCell, bytes: &[u8]) {
-        let (header, payload) = match decode_header(bytes) {
-            Ok(hp) => hp,
-            Err(e) => {
-                cell.record_error(
-                    ErrorCode::Decode,
-                    format!("the CUDA kernel wrote a malformed envelope: {e}"),
-                );
-                return;
-            }
-        };
-        let bytes = &bytes[..ENVELOPE_HEADER_SIZE + payload.len()];
-        if header.flags & FLAG_ERROR_REPLY != 0 {
-            let program = k.def.gpu_program::<CudaProgram>().expect("checked at attach");
-            device_host::error_reply(&mut k.local, cell, &header, payload, |c| program.describe_error(c));
-            return;
-        }
-        if header.destination == KernelId::HOST.0 {
-            k.local.deliver(cell, None, bytes);
-            return;
-        }
-        let dir = k.dir.upgrade();
-        let (target, patched) = if header.destination >= ROUTE_BASE {
-            sh.via_host.fetch_add(1, Ordering::Relaxed);
-            let r = (header.destination - ROUTE_BASE) as usize;
-            let t = k.program().routes().get(r).and_then(|name| dir.as_ref()?.by_name(name));
-            // The kernel wrote the route index; the envelope gets the target's id.
-            let patched = t.as_ref().map(|t| {
-                let mut b = bytes.to_vec();
-                let off = ENVELOPE_FIELDS.iter().find(|f| f.0 == "destination").expect("field").1;
-                b[off..off + 4].copy_from_slice(&t.id().0.to_le_bytes());
-                b
-            });
-            (t, patched)
-        } else {
-            (dir.as_ref().and_then(|d| d.by_id(KernelId(header.destination))), None)
-        };
-        let bytes = patched.as_deref().unwrap_or(bytes);
-        device_host::deliver_or_keep(&mut k.local, cell, target, bytes);
-    }
-
-    /// The kernel has returned: collect what is left in its queues, end its lifecycle.
     /// Turns the kernel's handled-message counts into the cell's counters, and mirrors its clock;
     /// `true` if anything moved.
     fn sync_counts(k: &mut Kern, cell: &KernelCell) -> bool {
         // Relaxed: counts only (the kernel stores them relaxed); the outputs they refer to are
-        // read through their own `seq` acquire. After the acquire of `terminated` (in `finish`)
-        // they are final.
+        // read through their own `seq` acquire. After the acquire of `terminated` (before
+        // `collect_leftovers`) they are final.
         let h2d = k.a64(offset_of!(KernelParams, h2d_done)).load(Ordering::Relaxed);
         let inbox = k.a64(offset_of!(KernelParams, inbox_done)).load(Ordering::Relaxed);
         let (dh, di) = (h2d - k.seen_h2d, inbox - k.seen_inbox);
@@ -1179,13 +1119,16 @@ impl Agent {
         true
     }
 
-    fn finish(sh: &Shared, k: &mut Kern, cell: &KernelCell) {
+    /// The kernel has returned: collect what is left in its queues (the host input and the
+    /// inbox, read back from the device) before its termination completes.
+    fn collect_leftovers(sh: &Shared, rec: &mut Rec, cell: &KernelCell) {
         // The kernel has stored `terminated` (acquired by the caller): its counts are final.
-        Self::sync_counts(k, cell);
-        device_host::drain_input(&mut k.local, cell);
-        let mut copy = vec![0u8; k.inbox.1 + 128];
+        Self::sync_counts(&mut rec.dev, cell);
+        rec.drain_input(cell);
+        let inbox = rec.dev.inbox;
+        let mut copy = vec![0u8; inbox.1 + 128];
         let start = copy.as_ptr().align_offset(128);
-        match sh.dev.read_device(k.inbox.0, &mut copy[start..start + k.inbox.1]) {
+        match sh.dev.read_device(inbox.0, &mut copy[start..start + inbox.1]) {
             Ok(()) => {
                 // SAFETY: a private, 128-aligned copy of an initialised ring region.
                 let ring = unsafe {
@@ -1194,84 +1137,10 @@ impl Agent {
                 let mut taken: Vec<Vec<u8>> = Vec::new();
                 while ring.pop_batch_with(64, |b| taken.push(b.to_vec())) > 0 {}
                 for b in taken {
-                    device_host::return_or_fail(&mut k.local, cell, &b, false);
+                    rec.return_or_fail(cell, &b, false);
                 }
             }
             Err(e) => tracing::error!(kernel = cell.name(), "cannot read the inbox back: {e}"),
         }
-        let _ = cell.transition(KernelState::Terminated);
-        cell.control.mark_terminated();
-        if let Some(dir) = k.dir.upgrade() {
-            dir.forget(cell);
-        }
-        cell.lifecycle_waiters.notify();
-        cell.output_waiters.notify();
-        cell.input_waiters.notify();
-        k.gone = true;
-        sh.live.fetch_sub(1, Ordering::AcqRel);
-        sh.states.lock().unwrap_or_else(|e| e.into_inner()).remove(&k.id);
-    }
-
-    fn fail_all(&mut self, reason: &str) {
-        for k in &mut self.ks {
-            if k.failed || k.gone {
-                continue;
-            }
-            let Some(cell) = k.cell.upgrade() else { continue };
-            k.failed = true;
-            k.exited = true;
-            device_host::device_failed(&mut k.local, &cell, &format!("the CUDA device failed: {reason}"));
-            if cell.control.terminate_requested() {
-                cell.control.mark_terminated();
-            }
-        }
-    }
-
-    /// Shutdown: tell every kernel still running to exit, wait for the launches, free memory.
-    fn stop(&mut self, sh: &Shared) {
-        for k in &self.ks {
-            k.ctl().fetch_or(ctl::TERMINATE | ctl::EXIT, Ordering::SeqCst);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut all = true;
-        for k in &mut self.ks {
-            while !k.exited && Instant::now() < deadline {
-                match sh.dev.finished(k.launch) {
-                    Ok(true) => k.exited = true,
-                    Ok(false) => std::thread::sleep(Duration::from_micros(200)),
-                    Err(_) => break,
-                }
-            }
-            all &= k.exited;
-            if let Some(cell) = k.cell.upgrade() {
-                if !matches!(cell.state(), KernelState::Terminated) {
-                    cell.abort("the CUDA backend shut down");
-                }
-            }
-        }
-        if !all || sh.fault.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-            tracing::warn!(
-                "CUDA kernels still running (or the device faulted) at shutdown; their memory is not freed"
-            );
-            return;
-        }
-        let _mem = sh.mem_lock.write().unwrap_or_else(|e| e.into_inner());
-        sh.states.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        let mut r = sh.retired.lock().unwrap_or_else(|e| e.into_inner());
-        for k in self.ks.drain(..) {
-            r.mapped.push(k.block);
-            r.device.push(k.devmem);
-        }
-        let inputs = core::mem::take(&mut r.inputs);
-        for m in core::mem::take(&mut r.mapped).into_iter().chain(inputs) {
-            sh.dev.free_mapped(m);
-            r.allocated -= 1;
-        }
-        for (d, len) in core::mem::take(&mut r.device) {
-            sh.dev.free_device(d, len);
-            r.allocated -= 1;
-        }
-        // Release: pairs with the acquire in the doorbell and in InputMemory's drop.
-        sh.all_done.store(true, Ordering::Release);
     }
 }

@@ -57,10 +57,10 @@ impl Backend for CudaBackend {
     fn attach(
         &self,
         cell: &Arc<KernelCell>,
-        _def: Option<&Arc<KernelDef>>,
+        def: Option<&Arc<KernelDef>>,
         dir: &Arc<Directory>,
     ) -> Result<()> {
-        CudaBackend::attach(self, cell, dir)
+        CudaBackend::attach(self, cell, def, dir)
     }
 
     fn state_snapshot(&self, cell: &KernelCell) -> Result<Vec<u32>> {

@@ -30,16 +30,14 @@ use crate::program::WgslProgram;
 use ringkernel_codegen::wgsl::{
     ctrl, CTRL_WORDS, DESC_SIZE, DESC_STRIDE, GLOBAL_WORDS, MAX_ROUTES, ROUTE_VIA_HOST,
 };
+use ringkernel_core::agent::{Agent, Busy, DeviceStep, Ending, Kernels, Phase, Record};
+use ringkernel_core::backoff::Backoff;
 use ringkernel_core::control_block::ErrorCode;
-use ringkernel_core::message::{decode_header, EnvelopeHeader, KernelId, FLAG_ERROR_REPLY};
-use ringkernel_core::runtime::{
-    device_host, Directory, Doorbell, ExecLocal, KernelCell, KernelDef, KernelState,
-};
+use ringkernel_core::message::{decode_header, EnvelopeHeader};
+use ringkernel_core::runtime::{Directory, KernelCell, KernelDef, KernelState};
 use ringkernel_core::{Error, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
-use std::thread::{JoinHandle, Thread};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Tuning of the wgpu backend.
@@ -129,42 +127,14 @@ struct Shared {
     layout: wgpu::PipelineLayout,
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
     alloc: Mutex<Alloc>,
-    incoming: Mutex<Vec<GpuKernel>>,
-    pending: AtomicBool,
-    shutdown: AtomicBool,
-    thread: OnceLock<Thread>,
     lost: Arc<Mutex<Option<String>>>,
     sweeps: u32,
 }
 
-/// A kernel's doorbell: marks the kernel dirty (so the next round looks at it) and wakes the
-/// dispatcher.
-struct Bell(Weak<Shared>, Arc<AtomicBool>);
-
-impl Doorbell for Bell {
-    fn ring(&self) {
-        // SeqCst: pairs with the dispatcher's `swap(false)` before it looks at the kernel; either
-        // that look sees the input published before this store, or the flag stays set for the
-        // next round.
-        self.1.store(true, Ordering::SeqCst);
-        if let Some(s) = self.0.upgrade() {
-            // SeqCst: pairs with the dispatcher's clear-then-scan; either the dispatcher's scan
-            // sees the input published before this store, or it sees `pending` and runs again.
-            s.pending.store(true, Ordering::SeqCst);
-            if let Some(t) = s.thread.get() {
-                t.unpark();
-            }
-        }
-    }
-}
-
-/// One wgpu kernel as the dispatcher sees it (host mirrors of its device control words).
+/// One wgpu kernel's device bookkeeping (host mirrors of its device control words), kept in its
+/// agent [`Record`].
 struct GpuKernel {
-    cell: Weak<KernelCell>,
-    dir: Weak<Directory>,
-    def: Arc<KernelDef>,
     pipeline: wgpu::ComputePipeline,
-    id: u32,
     slot: u32,
     region: (u32, u32),
     in_cap: u32,
@@ -179,31 +149,29 @@ struct GpuKernel {
     out_head: u32,
     out_tail: u32,
     processed: u32,
-    initialized: bool,
-    failed: bool,
     blocked: bool,
-    /// Terminated and released; skipped until the vector is compacted.
-    gone: bool,
-    /// Set by the doorbell; cleared when a round looks at the kernel.
-    dirty: Arc<AtomicBool>,
-    /// Nothing queued anywhere and nothing pending: rounds skip the kernel until it is dirty.
+    /// Nothing queued anywhere and nothing pending: rounds skip the kernel until its doorbell
+    /// rings.
     quiet: bool,
-    local: ExecLocal,
 }
+
+type Rec = Record<GpuKernel>;
 
 impl GpuKernel {
     fn ctrl(&self) -> u32 {
         GLOBAL_WORDS + self.slot * CTRL_WORDS
     }
-    fn program(&self) -> &WgslProgram {
-        self.def.gpu_program::<WgslProgram>().expect("checked at attach")
-    }
 }
 
-/// The wgpu backend of one runtime: a device, its memory, and the dispatcher thread.
+/// The kernel's WGSL program (checked at attach).
+fn program(def: &KernelDef) -> &WgslProgram {
+    def.gpu_program::<WgslProgram>().expect("checked at attach")
+}
+
+/// The wgpu backend of one runtime: a device, its memory, and the dispatcher (the agent thread).
 pub struct WgpuBackend {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    agent: Agent<Dispatcher>,
 }
 
 impl core::fmt::Debug for WgpuBackend {
@@ -305,26 +273,19 @@ impl WgpuBackend {
                 capacity_words: arena_words - ctrl_words.div_ceil(64) * 64,
                 slots: config.max_kernels as usize,
             }),
-            incoming: Mutex::new(Vec::new()),
-            pending: AtomicBool::new(false),
-            shutdown: AtomicBool::new(false),
-            thread: OnceLock::new(),
             lost,
             sweeps: config.sweeps.max(1),
         });
-        let weak = Arc::downgrade(&shared);
-        let handle = std::thread::Builder::new()
-            .name("ringkernel-wgpu".into())
-            .spawn(move || Dispatcher::new(weak).run())
+        let dispatcher = Dispatcher { shared: shared.clone(), ctrl_rb: None, data_rb: None };
+        let agent = Agent::spawn("ringkernel-wgpu", dispatcher)
             .map_err(|e| format!("cannot start the dispatcher thread: {e}"))?;
-        let _ = shared.thread.set(handle.thread().clone());
         tracing::info!(
             "wgpu backend on {} ({:?}, {:?})",
             shared.info.name,
             shared.info.device_type,
             shared.info.backend
         );
-        Ok(Self { shared, thread: Mutex::new(Some(handle)) })
+        Ok(Self { shared, agent })
     }
 
     /// The adapter in use, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Cpu, Vulkan)`.
@@ -374,12 +335,17 @@ impl WgpuBackend {
         Ok(pipeline)
     }
 
-    /// Places `cell`'s kernel on the device: compiles (or reuses) its pipeline, allocates its
-    /// queues and state, and hands it to the dispatcher.
-    pub fn attach(&self, cell: &Arc<KernelCell>, dir: &Arc<Directory>) -> Result<()> {
+    /// Places `cell`'s kernel, defined by `def`, on the device: compiles (or reuses) its
+    /// pipeline, allocates its queues and state, and hands it to the dispatcher.
+    pub fn attach(
+        &self,
+        cell: &Arc<KernelCell>,
+        def: Option<&Arc<KernelDef>>,
+        dir: &Arc<Directory>,
+    ) -> Result<()> {
         let name = cell.name().to_string();
         let gpu_err = |detail: String| Error::Gpu { backend: "wgpu", kernel: name.clone(), detail };
-        let def = cell.def().cloned().ok_or_else(|| gpu_err("no kernel definition".into()))?;
+        let def = def.cloned().ok_or_else(|| gpu_err("no kernel definition".into()))?;
         let program = def
             .gpu_program::<WgslProgram>()
             .ok_or_else(|| gpu_err("the kernel definition carries no WgslProgram".into()))?;
@@ -417,11 +383,7 @@ impl WgpuBackend {
         let state_off = out_data + out_cap * slot_words;
         let scratch = state_off + state_words.div_ceil(4) * 4;
         let k = GpuKernel {
-            cell: Arc::downgrade(cell),
-            dir: Arc::downgrade(dir),
-            def: def.clone(),
             pipeline,
-            id: cell.id().0,
             slot,
             region: (start, words),
             in_cap,
@@ -436,13 +398,8 @@ impl WgpuBackend {
             out_head: 0,
             out_tail: 0,
             processed: 0,
-            initialized: false,
-            failed: false,
             blocked: false,
-            gone: false,
-            dirty: Arc::new(AtomicBool::new(true)),
             quiet: false,
-            local: ExecLocal::default(),
         };
         // Control block and initial state, written before the kernel's first dispatch.
         let mut c = vec![0u32; CTRL_WORDS as usize];
@@ -461,9 +418,7 @@ impl WgpuBackend {
         if !program.init_state().is_empty() {
             q.write_buffer(&self.shared.mem, u64::from(state_off) * 4, &words_to_bytes(program.init_state()));
         }
-        cell.set_doorbell(Arc::new(Bell(Arc::downgrade(&self.shared), k.dirty.clone())));
-        self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).push(k);
-        cell.ring();
+        self.agent.attach(cell, &def, dir, k, None);
         Ok(())
     }
 
@@ -482,29 +437,12 @@ impl WgpuBackend {
     #[doc(hidden)]
     pub fn simulate_device_loss(&self) {
         self.shared.device.destroy();
-        if let Some(t) = self.shared.thread.get() {
-            self.shared.pending.store(true, Ordering::SeqCst);
-            t.unpark();
-        }
+        self.agent.wake();
     }
 
     /// Stops the dispatcher (kernels should have been terminated first).
     pub fn shutdown(&self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        if let Some(t) = self.shared.thread.get() {
-            t.unpark();
-        }
-        if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
-    }
-}
-
-impl Drop for WgpuBackend {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.agent.shutdown();
     }
 }
 
@@ -521,67 +459,57 @@ fn word(bytes: &[u8], i: usize) -> u32 {
     u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
 }
 
-/// What a round found.
-#[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
-enum Busy {
-    Idle,
-    Blocked,
-    Work,
-}
-
+/// The wgpu backend's device step: rounds of upload, one compute pass, read-back and routing
+/// (see the module docs), run by the agent thread.
 struct Dispatcher {
-    shared: Weak<Shared>,
-    /// In launch (id) order, so dispatch follows launch order and ids are found by binary search.
-    /// Entries of terminated kernels stay (`gone`) until they are half the vector, so that a
-    /// removal costs O(1) amortised rather than a shift of every later kernel.
-    kernels: Vec<GpuKernel>,
-    gone: usize,
+    shared: Arc<Shared>,
     ctrl_rb: Option<wgpu::Buffer>,
     data_rb: Option<wgpu::Buffer>,
 }
 
+impl DeviceStep for Dispatcher {
+    type Kernel = GpuKernel;
+    const NAME: &'static str = "wgpu";
+    const THREAD: &'static str = "wgpu dispatcher";
+    const IDLE: Backoff = Backoff::DISPATCHER_IDLE;
+    const BLOCKED: Backoff = Backoff::DISPATCHER_BLOCKED;
+
+    fn routes(def: &KernelDef) -> &[String] {
+        program(def).routes()
+    }
+
+    fn describe_error(def: &KernelDef, code: u32) -> String {
+        program(def).describe_error(code)
+    }
+
+    fn device_fault(&mut self) -> Option<String> {
+        // Drives wgpu's callbacks (device loss among them) even in rounds that submit nothing.
+        let _ = self.shared.device.poll(wgpu::PollType::Poll);
+        self.shared.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn round(&mut self, kernels: &mut Kernels<GpuKernel>) -> Busy {
+        self.round(kernels)
+    }
+
+    /// Returns the kernel's device memory and control block.
+    fn release(&mut self, rec: &mut Rec, _: Ending) {
+        let k = &mut rec.dev;
+        k.quiet = true;
+        let mut a = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        a.give(k.region.0, k.region.1);
+        a.free_slots.push(k.slot);
+    }
+
+    /// The host input ring is the dispatcher's to upload: it takes it over. Input already
+    /// uploaded to the device is read back only when the kernel takes part in a later round (as
+    /// a route target); otherwise it stays unaccounted (docs/08).
+    fn stop_taking_input(&mut self, _: &mut Rec, _: &KernelCell) -> bool {
+        true
+    }
+}
+
 impl Dispatcher {
-    fn new(shared: Weak<Shared>) -> Self {
-        Self { shared, kernels: Vec::new(), gone: 0, ctrl_rb: None, data_rb: None }
-    }
-
-    fn run(mut self) {
-        loop {
-            let Some(shared) = self.shared.upgrade() else { return };
-            if shared.shutdown.load(Ordering::SeqCst) {
-                return;
-            }
-            // Cleared before the scan: a doorbell rung during the round sets it again (see Bell).
-            shared.pending.store(false, Ordering::SeqCst);
-            // A bug in a round must not leave callers waiting forever: fail this device's
-            // kernels with the panic text (CPU kernels are unaffected) and keep the thread alive
-            // so shutdown still joins it.
-            let busy = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.round(&shared))) {
-                Ok(b) => b,
-                Err(p) => {
-                    let text = p
-                        .downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or(p.downcast_ref::<&str>().copied())
-                        .unwrap_or("non-string panic");
-                    tracing::error!("wgpu dispatcher panicked: {text}");
-                    self.fail_all(&format!("the wgpu dispatcher panicked: {text}"));
-                    Busy::Idle
-                }
-            };
-            let pending = shared.pending.load(Ordering::SeqCst);
-            drop(shared);
-            match busy {
-                Busy::Work => {}
-                _ if pending => {}
-                // Waiting for the host to drain an output ring or a full CPU kernel's input.
-                Busy::Blocked => std::thread::park_timeout(Duration::from_micros(200)),
-                // Nothing to do until a doorbell rings (the timeout only bounds a missed wake-up).
-                Busy::Idle => std::thread::park_timeout(Duration::from_secs(1)),
-            }
-        }
-    }
-
     fn readback(shared: &Shared, buf: &wgpu::Buffer, size: u64) -> core::result::Result<Vec<u8>, String> {
         let slice = buf.slice(..size);
         let (tx, rx) = mpsc::channel();
@@ -611,77 +539,56 @@ impl Dispatcher {
         b
     }
 
-    fn round(&mut self, shared: &Shared) -> Busy {
+    fn round(&mut self, kernels: &mut Kernels<GpuKernel>) -> Busy {
         let mut busy = Busy::Idle;
-        self.kernels.append(&mut shared.incoming.lock().unwrap_or_else(|e| e.into_inner()));
-        if self.gone * 2 > self.kernels.len() {
-            self.kernels.retain(|k| !k.gone);
-            self.gone = 0;
-        }
-        // Drives wgpu's callbacks (device loss among them) even in rounds that submit nothing.
-        let _ = shared.device.poll(wgpu::PollType::Poll);
-        if let Some(reason) = shared.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            self.fail_all(&reason);
+        // Records of terminated kernels stay until they are half the set, so that a removal
+        // costs O(1) amortised rather than a shift of every later kernel.
+        if kernels.gone() * 2 > kernels.len() {
+            kernels.retain(|r| !r.is_gone());
         }
         // 1. Host side: lifecycle, outboxes, uploads, for every kernel that is dirty (its doorbell
         //    rang) or not quiet; a quiet kernel costs one atomic swap per round.
-        let mut i = 0;
-        while i < self.kernels.len() {
-            if self.kernels[i].gone {
-                i += 1;
+        for i in 0..kernels.len() {
+            if kernels[i].is_gone() {
                 continue;
             }
-            let dirty = self.kernels[i].dirty.swap(false, Ordering::SeqCst);
-            if !dirty && self.kernels[i].quiet {
-                i += 1;
+            if !kernels[i].take_dirty() && kernels[i].dev.quiet {
                 continue;
             }
             // A panic in this kernel's host-side work fails this kernel only; the round goes on
             // for the others.
-            let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.prepare(shared, i)));
-            let prepared = match prepared {
-                Ok(p) => p,
-                Err(p) => {
-                    self.kernel_panicked(i, device_host::panic_message(&*p));
-                    Some(Busy::Idle)
-                }
-            };
-            match prepared {
-                None => {
-                    Self::release(shared, &mut self.kernels[i]);
-                    self.gone += 1;
-                }
-                Some(b) => busy = busy.max(b),
+            if let Some(b) = kernels.serve(i, self, |d, ks| d.prepare(ks, i)) {
+                busy = busy.max(b);
             }
-            i += 1;
         }
+        let shared = self.shared.clone();
+        let shared = &*shared;
         // 2. Which kernels to dispatch: those with device input, and what their routes reach.
         let mut routes: HashMap<usize, Vec<(u32, u32)>> = HashMap::new();
-        let runnable = |k: &GpuKernel| {
-            k.initialized
-                && !k.failed
-                && k.local.outbox_len() == 0
-                && k.cell.upgrade().is_some_and(|c| c.control.is_active() || c.control.terminate_requested())
+        let runnable = |r: &Rec| {
+            r.phase() == Phase::Running
+                && r.local.outbox_len() == 0
+                && r.cell().is_some_and(|c| c.control.is_active() || c.control.terminate_requested())
         };
-        let mut dispatch = vec![false; self.kernels.len()];
-        let mut stack: Vec<usize> = (0..self.kernels.len())
-            .filter(|&i| self.kernels[i].in_tail != self.kernels[i].in_head && runnable(&self.kernels[i]))
+        let mut dispatch = vec![false; kernels.len()];
+        let mut stack: Vec<usize> = (0..kernels.len())
+            .filter(|&i| kernels[i].dev.in_tail != kernels[i].dev.in_head && runnable(&kernels[i]))
             .collect();
-        let mut watch = vec![false; self.kernels.len()];
+        let mut watch = vec![false; kernels.len()];
         while let Some(i) = stack.pop() {
             if dispatch[i] {
                 continue;
             }
             dispatch[i] = true;
             watch[i] = true;
-            let r = self.resolve_routes(&self.kernels[i]);
+            let r = Self::resolve_routes(kernels, &kernels[i]);
             for &(tctrl, tid) in &r {
                 if tctrl == ROUTE_VIA_HOST {
                     continue;
                 }
-                if let Some(t) = self.index_of(tid) {
+                if let Some(t) = kernels.index_of(tid) {
                     watch[t] = true;
-                    if runnable(&self.kernels[t]) {
+                    if runnable(&kernels[t]) {
                         stack.push(t);
                     }
                 }
@@ -698,15 +605,16 @@ impl Dispatcher {
         shared.queue.write_buffer(&shared.mem, 0, &words_to_bytes(&[now_us as u32, (now_us >> 32) as u32]));
         let mut device_routes = false;
         let mut spec: Vec<SlotRange> = Vec::new();
-        for (i, k) in self.kernels.iter().enumerate().filter(|(i, _)| dispatch[*i]) {
+        for (i, r) in kernels.iter().enumerate().filter(|(i, _)| dispatch[*i]) {
+            let k = &r.dev;
             let mut d = vec![0u32; (DESC_SIZE / 4) as usize];
             d[0] = k.ctrl();
             d[1] = routes[&i].len() as u32;
-            d[2] = k.id;
+            d[2] = r.id();
             let mut via_host = 0u32;
-            for (r, &(tctrl, tid)) in routes[&i].iter().enumerate() {
-                d[4 + r] = tctrl;
-                d[4 + MAX_ROUTES as usize + r] = tid;
+            for (n, &(tctrl, tid)) in routes[&i].iter().enumerate() {
+                d[4 + n] = tctrl;
+                d[4 + MAX_ROUTES as usize + n] = tid;
                 if tctrl == ROUTE_VIA_HOST {
                     via_host += 1;
                 } else {
@@ -716,16 +624,16 @@ impl Dispatcher {
             shared.queue.write_buffer(&shared.descs, u64::from(k.slot) * DESC_STRIDE, &words_to_bytes(&d));
             let queued = k.in_tail.wrapping_sub(k.in_head);
             let expected =
-                queued.saturating_mul(k.program().max_sends_value() * (1 + via_host)).min(k.out_cap);
+                queued.saturating_mul(program(r.def()).max_sends_value() * (1 + via_host)).min(k.out_cap);
             if expected > 0 {
                 spec.push(SlotRange { kernel: i, input: false, first: k.out_head, count: expected });
             }
         }
-        let watched: Vec<usize> = (0..self.kernels.len()).filter(|&i| watch[i]).collect();
-        let lo = watched.iter().map(|&i| self.kernels[i].slot).min().unwrap_or(0);
-        let hi = watched.iter().map(|&i| self.kernels[i].slot).max().unwrap_or(0);
+        let watched: Vec<usize> = (0..kernels.len()).filter(|&i| watch[i]).collect();
+        let lo = watched.iter().map(|&i| kernels[i].dev.slot).min().unwrap_or(0);
+        let hi = watched.iter().map(|&i| kernels[i].dev.slot).max().unwrap_or(0);
         let ctrl_bytes = u64::from(hi - lo + 1) * u64::from(CTRL_WORDS) * 4;
-        let spec_bytes: u64 = spec.iter().map(|r| r.bytes(&self.kernels)).sum();
+        let spec_bytes: u64 = spec.iter().map(|r| r.bytes(kernels)).sum();
         let rb = Self::rb_buffer(shared, &mut self.ctrl_rb, ctrl_bytes + spec_bytes);
         let mut enc = shared.device.create_command_encoder(&Default::default());
         {
@@ -735,9 +643,13 @@ impl Dispatcher {
             });
             let sweeps = if device_routes { shared.sweeps } else { 1 };
             for _ in 0..sweeps {
-                for (_, k) in self.kernels.iter().enumerate().filter(|(i, _)| dispatch[*i]) {
-                    pass.set_pipeline(&k.pipeline);
-                    pass.set_bind_group(0, &shared.bind_group, &[(u64::from(k.slot) * DESC_STRIDE) as u32]);
+                for (_, r) in kernels.iter().enumerate().filter(|(i, _)| dispatch[*i]) {
+                    pass.set_pipeline(&r.dev.pipeline);
+                    pass.set_bind_group(
+                        0,
+                        &shared.bind_group,
+                        &[(u64::from(r.dev.slot) * DESC_STRIDE) as u32],
+                    );
                     pass.dispatch_workgroups(1, 1, 1);
                 }
             }
@@ -746,13 +658,13 @@ impl Dispatcher {
         enc.copy_buffer_to_buffer(&shared.mem, ctrl_base, &rb, 0, ctrl_bytes);
         let mut at = ctrl_bytes;
         for r in &spec {
-            at = r.encode_copy(&mut enc, &shared.mem, &rb, at, &self.kernels);
+            at = r.encode_copy(&mut enc, &shared.mem, &rb, at, kernels);
         }
         shared.queue.submit([enc.finish()]);
         let data = match Self::readback(shared, &rb, ctrl_bytes + spec_bytes) {
             Ok(d) => d,
             Err(e) => {
-                self.fail_all(&e);
+                kernels.fail_all(self, &e);
                 return Busy::Idle;
             }
         };
@@ -760,9 +672,10 @@ impl Dispatcher {
         // 4. Mirror the control words; find what the speculative copy did not cover.
         let mut more: Vec<SlotRange> = Vec::new();
         for &i in &watched {
-            let k = &mut self.kernels[i];
-            let base = ((k.slot - lo) * CTRL_WORDS) as usize;
+            let rec = &mut kernels[i];
+            let base = ((rec.dev.slot - lo) * CTRL_WORDS) as usize;
             let c = |w: u32| word(ctrl_data, base + w as usize);
+            let k = &mut rec.dev;
             let (old_in_tail, old_processed) = (k.in_tail, k.processed);
             let progressed = c(ctrl::PROCESSED) != old_processed || c(ctrl::IN_TAIL) != old_in_tail;
             k.in_head = c(ctrl::IN_HEAD);
@@ -770,7 +683,8 @@ impl Dispatcher {
             k.out_tail = c(ctrl::OUT_TAIL);
             k.processed = c(ctrl::PROCESSED);
             k.blocked = c(ctrl::BLOCKED) != 0;
-            if let Some(cell) = k.cell.upgrade() {
+            if let Some(cell) = rec.cell() {
+                let k = &rec.dev;
                 // Device K2K deliveries count as accepted; handled messages leave the count.
                 let arrived = k.in_tail.wrapping_sub(old_in_tail);
                 let handled = k.processed.wrapping_sub(old_processed);
@@ -785,11 +699,13 @@ impl Dispatcher {
                 if hlc != 0 {
                     cell.control.set_hlc_packed(hlc);
                 }
-                if c(ctrl::STATUS) != 0 && !k.failed {
+                if c(ctrl::STATUS) != 0 && !rec.is_failed() {
                     let corr = u64::from(c(ctrl::FAIL_CORR_LO)) | (u64::from(c(ctrl::FAIL_CORR_HI)) << 32);
-                    Self::on_fail(shared, k, &cell, (c(ctrl::FAIL_CODE), corr, c(ctrl::FAIL_SOURCE)));
+                    Self::on_fail(shared, rec, &cell, (c(ctrl::FAIL_CODE), corr, c(ctrl::FAIL_SOURCE)));
                 }
             }
+            let failed = rec.is_failed();
+            let k = &mut rec.dev;
             let produced = k.out_tail.wrapping_sub(k.out_head).min(k.out_cap);
             let covered = spec.iter().find(|r| r.kernel == i).map_or(0, |r| r.count).min(produced);
             if produced > covered {
@@ -800,7 +716,7 @@ impl Dispatcher {
                     count: produced - covered,
                 });
             }
-            if k.failed && k.in_tail != k.in_head {
+            if failed && k.in_tail != k.in_head {
                 more.push(SlotRange {
                     kernel: i,
                     input: true,
@@ -808,11 +724,11 @@ impl Dispatcher {
                     count: k.in_tail.wrapping_sub(k.in_head).min(k.in_cap),
                 });
             }
-            if k.in_tail != k.in_head || k.out_tail != k.out_head || k.blocked || k.failed {
+            if k.in_tail != k.in_head || k.out_tail != k.out_head || k.blocked || failed {
                 // Device work left, or arrived by device K2K: look at it next round.
                 k.quiet = false;
             }
-            if (k.in_tail != k.in_head && !k.failed) || k.blocked {
+            if (k.in_tail != k.in_head && !failed) || k.blocked {
                 // Input left over: run again at once if this round moved anything; a kernel stuck
                 // behind a full target (say, an inactive one) is retried with a back-off instead
                 // of spinning the GPU.
@@ -820,7 +736,7 @@ impl Dispatcher {
             }
         }
         // 5. Read back what is still missing, then route everything in queue order.
-        let more_bytes: u64 = more.iter().map(|r| r.bytes(&self.kernels)).sum();
+        let more_bytes: u64 = more.iter().map(|r| r.bytes(kernels)).sum();
         let more_data = if more.is_empty() {
             Vec::new()
         } else {
@@ -828,13 +744,13 @@ impl Dispatcher {
             let mut enc = shared.device.create_command_encoder(&Default::default());
             let mut at = 0;
             for r in &more {
-                at = r.encode_copy(&mut enc, &shared.mem, &rb, at, &self.kernels);
+                at = r.encode_copy(&mut enc, &shared.mem, &rb, at, kernels);
             }
             shared.queue.submit([enc.finish()]);
             match Self::readback(shared, &rb, more_bytes) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.fail_all(&e);
+                    kernels.fail_all(self, &e);
                     return Busy::Idle;
                 }
             }
@@ -842,35 +758,34 @@ impl Dispatcher {
         let mut spec_at = 0usize;
         let mut spec_slices: HashMap<usize, &[u8]> = HashMap::new();
         for r in &spec {
-            let n = r.bytes(&self.kernels) as usize;
+            let n = r.bytes(kernels) as usize;
             spec_slices.insert(r.kernel, &spec_data[spec_at..spec_at + n]);
             spec_at += n;
         }
         let mut more_at = 0usize;
         let mut more_slices: Vec<(SlotRange, &[u8])> = Vec::new();
         for r in &more {
-            let n = r.bytes(&self.kernels) as usize;
+            let n = r.bytes(kernels) as usize;
             more_slices.push((*r, &more_data[more_at..more_at + n]));
             more_at += n;
         }
         for &i in &watched {
-            let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Self::collect_kernel(shared, &mut self.kernels[i], i, &spec_slices, &more_slices)
-            }));
+            let routed = kernels.serve(i, self, |d, ks| {
+                Self::collect_kernel(&d.shared, &mut ks[i], i, &spec_slices, &more_slices)
+            });
             match routed {
-                Ok(true) => busy = Busy::Work,
-                Ok(false) => {}
-                Err(p) => {
+                Some(true) => busy = Busy::Work,
+                Some(false) => {}
+                None => {
                     // Its outputs of this round are not routed twice.
-                    let k = &mut self.kernels[i];
+                    let k = &mut kernels[i].dev;
                     k.out_head = k.out_tail;
                     write_ctrl(shared, k.ctrl(), ctrl::OUT_HEAD, k.out_head);
-                    self.kernel_panicked(i, device_host::panic_message(&*p));
                 }
             }
         }
         for &i in &watched {
-            if let Some(cell) = self.kernels[i].cell.upgrade() {
+            if let Some(cell) = kernels[i].cell() {
                 cell.input_waiters.notify();
             }
         }
@@ -881,111 +796,96 @@ impl Dispatcher {
     /// failed kernel); `true` if it produced outputs.
     fn collect_kernel(
         shared: &Shared,
-        k: &mut GpuKernel,
+        rec: &mut Rec,
         i: usize,
         spec_slices: &HashMap<usize, &[u8]>,
         more_slices: &[(SlotRange, &[u8])],
     ) -> bool {
         let mut produced_any = false;
-        {
-            let slot_bytes = k.out_slot as usize * 4;
-            let produced = k.out_tail.wrapping_sub(k.out_head).min(k.out_cap) as usize;
-            if produced > 0 {
-                let spec_part = spec_slices.get(&i).copied().unwrap_or(&[]);
-                let from_spec = (spec_part.len() / slot_bytes).min(produced);
-                for slot in spec_part.chunks_exact(slot_bytes).take(from_spec) {
-                    Self::route_output(k, slot);
-                }
-                if let Some((_, bytes)) = more_slices.iter().find(|(r, _)| r.kernel == i && !r.input) {
-                    for slot in bytes.chunks_exact(slot_bytes) {
-                        Self::route_output(k, slot);
-                    }
-                }
-                k.out_head = k.out_tail;
-                write_ctrl(shared, k.ctrl(), ctrl::OUT_HEAD, k.out_head);
-                produced_any = true;
+        let cell = rec.cell();
+        let route = |rec: &mut Rec, slot: &[u8]| {
+            if let Some(cell) = &cell {
+                rec.route_output::<Dispatcher>(cell, slot);
             }
-            if let Some((_, bytes)) = more_slices.iter().find(|(r, _)| r.kernel == i && r.input) {
-                for slot in bytes.chunks_exact(k.in_slot as usize * 4) {
-                    Self::return_or_fail_bytes(k, slot);
-                }
-                k.in_head = k.in_tail;
-                write_ctrl(shared, k.ctrl(), ctrl::IN_HEAD, k.in_head);
+        };
+        let slot_bytes = rec.dev.out_slot as usize * 4;
+        let produced = rec.dev.out_tail.wrapping_sub(rec.dev.out_head).min(rec.dev.out_cap) as usize;
+        if produced > 0 {
+            let spec_part = spec_slices.get(&i).copied().unwrap_or(&[]);
+            let from_spec = (spec_part.len() / slot_bytes).min(produced);
+            for slot in spec_part.chunks_exact(slot_bytes).take(from_spec) {
+                route(rec, slot);
             }
+            if let Some((_, bytes)) = more_slices.iter().find(|(r, _)| r.kernel == i && !r.input) {
+                for slot in bytes.chunks_exact(slot_bytes) {
+                    route(rec, slot);
+                }
+            }
+            let k = &mut rec.dev;
+            k.out_head = k.out_tail;
+            write_ctrl(shared, k.ctrl(), ctrl::OUT_HEAD, k.out_head);
+            produced_any = true;
+        }
+        if let Some((_, bytes)) = more_slices.iter().find(|(r, _)| r.kernel == i && r.input) {
+            for slot in bytes.chunks_exact(rec.dev.in_slot as usize * 4) {
+                if let Some(cell) = &cell {
+                    rec.return_or_fail(cell, slot, true);
+                }
+            }
+            let k = &mut rec.dev;
+            k.in_head = k.in_tail;
+            write_ctrl(shared, k.ctrl(), ctrl::IN_HEAD, k.in_head);
         }
         produced_any
     }
 
-    /// The dispatcher's own code panicked while serving kernel `i`: that kernel fails (typed
-    /// reason, waiting calls answered, host queue handed back), the others go on. Input already
-    /// uploaded to the device is read back only when the kernel takes part in a later round (as
-    /// a route target); otherwise it stays unaccounted (docs/08).
-    fn kernel_panicked(&mut self, i: usize, text: &str) {
-        let k = &mut self.kernels[i];
-        let Some(cell) = k.cell.upgrade() else { return };
-        k.failed = true;
-        let text = format!("the wgpu dispatcher panicked while serving this kernel: {text}");
-        device_host::runtime_panicked(&mut k.local, &cell, &text, true);
-    }
-
-    /// Host-side work for one kernel before the pass. `None`: the kernel is gone; forget it.
-    fn prepare(&mut self, shared: &Shared, i: usize) -> Option<Busy> {
-        let k = &mut self.kernels[i];
-        let cell = k.cell.upgrade()?;
+    /// Host-side work for one kernel before the pass.
+    fn prepare(&mut self, kernels: &mut Kernels<GpuKernel>, i: usize) -> Busy {
+        let Some(cell) = kernels.live_cell(i, self) else { return Busy::Idle };
         cell.check_injected_fault();
-        k.dir.upgrade()?;
-        if cell.state() == KernelState::Terminated {
-            return None;
-        }
-        k.initialized = true;
+        let rec = &mut kernels[i];
+        rec.start();
         let mut busy = Busy::Idle;
-        if !k.local.flush(&cell) {
+        if !rec.local.flush(&cell) {
             busy = Busy::Blocked;
         }
-        if cell.state() == KernelState::Failed && !k.failed {
-            k.failed = true;
+        if cell.state() == KernelState::Failed {
+            rec.fail();
         }
-        if k.failed {
-            Self::drain_host_failed(k, &cell);
+        if rec.is_failed() {
+            rec.drain_input(&cell);
         } else if busy == Busy::Idle && (cell.control.is_active() || cell.control.terminate_requested()) {
             // A kernel whose outbox waits for room takes no new input (backpressure upstream).
-            if Self::upload(shared, k, &cell) {
+            if Self::upload(&self.shared, rec, &cell) {
                 busy = Busy::Work;
             }
         }
-        let device_empty = k.in_head == k.in_tail || k.failed;
+        let k = &rec.dev;
+        let device_empty = k.in_head == k.in_tail || rec.is_failed();
         if cell.control.terminate_requested()
-            && cell.input.is_empty()
+            && cell.input().is_empty()
             && device_empty
             && k.out_head == k.out_tail
-            && k.local.outbox_len() == 0
+            && rec.local.outbox_len() == 0
         {
-            // Its memory is free before anyone sees it terminated (so a launch right after
-            // `terminate` returns can reuse it), and the directory forgets it.
-            Self::release(shared, k);
-            if let Some(dir) = k.dir.upgrade() {
-                dir.forget(&cell);
-            }
-            let _ = cell.transition(KernelState::Terminated);
-            cell.control.mark_terminated();
-            cell.lifecycle_waiters.notify();
-            cell.output_waiters.notify();
-            cell.input_waiters.notify();
-            return None;
+            kernels.finish_terminate(i, self, &cell);
+            return Busy::Idle;
         }
-        k.quiet = busy == Busy::Idle
-            && cell.input.is_empty()
+        let quiet = busy == Busy::Idle
+            && cell.input().is_empty()
             && k.in_head == k.in_tail
             && k.out_head == k.out_tail
-            && k.local.outbox_len() == 0
+            && rec.local.outbox_len() == 0
             && !cell.control.terminate_requested();
-        Some(busy)
+        rec.dev.quiet = quiet;
+        busy
     }
 
     /// Moves the host input ring into the device input queue; `true` if anything moved.
-    fn upload(shared: &Shared, k: &mut GpuKernel, cell: &KernelCell) -> bool {
+    fn upload(shared: &Shared, rec: &mut Rec, cell: &KernelCell) -> bool {
+        let (def, k, local) = rec.parts();
         let free = k.in_cap - k.in_tail.wrapping_sub(k.in_head);
-        if free == 0 || cell.input.is_empty() {
+        if free == 0 || cell.input().is_empty() {
             return false;
         }
         let slot_bytes = k.in_slot as usize * 4;
@@ -1001,11 +901,11 @@ impl Dispatcher {
                 run.clear();
             }
         };
-        let program_accepts = |id: u64| k.program().handles_type(id);
+        let program_accepts = |id: u64| program(def).handles_type(id);
         let mut failures: Vec<(EnvelopeHeader, String, ErrorCode)> = Vec::new();
         let mut budget = free;
         while budget > 0 {
-            let n = cell.input.pop_batch_with(budget.min(64) as usize, |bytes| {
+            let n = cell.input().pop_batch_with(budget.min(64) as usize, |bytes| {
                 moved = true;
                 match decode_header(bytes) {
                     Err(e) => {
@@ -1056,7 +956,7 @@ impl Dispatcher {
         }
         for (h, text, code) in failures {
             cell.record_error(code, text.clone());
-            k.local.fail_request(cell, &h, &text, false);
+            local.fail_request(cell, &h, &text, false);
         }
         if moved {
             cell.input_waiters.notify();
@@ -1064,21 +964,16 @@ impl Dispatcher {
         moved
     }
 
-    /// Index of the live kernel with id `id`.
-    fn index_of(&self, id: u32) -> Option<usize> {
-        self.kernels.binary_search_by_key(&id, |k| k.id).ok().filter(|&i| !self.kernels[i].gone)
-    }
-
-    fn resolve_routes(&self, k: &GpuKernel) -> Vec<(u32, u32)> {
-        let Some(dir) = k.dir.upgrade() else { return Vec::new() };
-        k.program()
+    /// Each route's (target control block, target id) for the device: the target's control
+    /// block when it is a running wgpu kernel, else `ROUTE_VIA_HOST` (the host routes it).
+    fn resolve_routes(kernels: &Kernels<GpuKernel>, rec: &Rec) -> Vec<(u32, u32)> {
+        let Some(dir) = rec.dir() else { return Vec::new() };
+        program(rec.def())
             .routes()
             .iter()
             .map(|name| match dir.by_name(name) {
-                Some(t) if t.state() != KernelState::Terminated => match self.index_of(t.id().0) {
-                    Some(ti) if !self.kernels[ti].failed && self.kernels[ti].initialized => {
-                        (self.kernels[ti].ctrl(), t.id().0)
-                    }
+                Some(t) if t.state() != KernelState::Terminated => match kernels.index_of(t.id().0) {
+                    Some(ti) if kernels[ti].phase() == Phase::Running => (kernels[ti].dev.ctrl(), t.id().0),
                     _ => (ROUTE_VIA_HOST, t.id().0),
                 },
                 _ => (ROUTE_VIA_HOST, u32::MAX),
@@ -1086,77 +981,19 @@ impl Dispatcher {
             .collect()
     }
 
-    fn route_output(k: &mut GpuKernel, slot: &[u8]) {
-        let Some(cell) = k.cell.upgrade() else { return };
-        let (header, payload) = match decode_header(slot) {
-            Ok(hp) => hp,
-            Err(e) => {
-                cell.record_error(
-                    ErrorCode::Decode,
-                    format!("the WGSL kernel wrote a malformed envelope: {e}"),
-                );
-                return;
-            }
-        };
-        let bytes = &slot[..ringkernel_core::message::ENVELOPE_HEADER_SIZE + payload.len()];
-        if header.flags & FLAG_ERROR_REPLY != 0 {
-            let program = k.def.gpu_program::<WgslProgram>().expect("checked at attach");
-            device_host::error_reply(&mut k.local, &cell, &header, payload, |c| program.describe_error(c));
-            return;
-        }
-        if header.destination == KernelId::HOST.0 {
-            k.local.deliver(&cell, None, bytes);
-            return;
-        }
-        let target = k.dir.upgrade().and_then(|d| d.by_id(KernelId(header.destination)));
-        device_host::deliver_or_keep(&mut k.local, &cell, target, bytes);
-    }
-
-    fn return_or_fail_bytes(k: &mut GpuKernel, bytes: &[u8]) {
-        let Some(cell) = k.cell.upgrade() else { return };
-        device_host::return_or_fail(&mut k.local, &cell, bytes, true);
-    }
-
-    fn drain_host_failed(k: &mut GpuKernel, cell: &KernelCell) {
-        device_host::drain_input(&mut k.local, cell);
-    }
-
-    fn on_fail(shared: &Shared, k: &mut GpuKernel, cell: &KernelCell, (code, corr, source): (u32, u64, u32)) {
-        let text = format!("WGSL handler failed: {}", k.program().describe_error(code));
-        if device_host::handler_failed(&mut k.local, cell, &text, corr, source) {
-            let init = k.program().init_state().to_vec();
+    fn on_fail(shared: &Shared, rec: &mut Rec, cell: &KernelCell, (code, corr, source): (u32, u64, u32)) {
+        let text = format!("WGSL handler failed: {}", program(rec.def()).describe_error(code));
+        if rec.handler_failed(cell, &text, corr, source) {
+            let init = program(rec.def()).init_state();
             if !init.is_empty() {
-                shared.queue.write_buffer(&shared.mem, u64::from(k.state_off) * 4, &words_to_bytes(&init));
+                shared.queue.write_buffer(
+                    &shared.mem,
+                    u64::from(rec.dev.state_off) * 4,
+                    &words_to_bytes(init),
+                );
             }
-            write_ctrl(shared, k.ctrl(), ctrl::STATUS, 0);
-        } else {
-            k.failed = true;
+            write_ctrl(shared, rec.dev.ctrl(), ctrl::STATUS, 0);
         }
-    }
-
-    fn fail_all(&mut self, reason: &str) {
-        for k in &mut self.kernels {
-            if k.failed || k.gone {
-                continue;
-            }
-            let Some(cell) = k.cell.upgrade() else { continue };
-            k.failed = true;
-            device_host::device_failed(&mut k.local, &cell, &format!("the wgpu device failed: {reason}"));
-        }
-    }
-
-    /// Returns a terminated kernel's device memory and control block and marks it gone (once).
-    fn release(shared: &Shared, k: &mut GpuKernel) {
-        if k.gone {
-            return;
-        }
-        k.gone = true;
-        // Its K2K caches and outbox (empty once terminated) go now, not at the next compaction.
-        k.local = ExecLocal::default();
-        k.quiet = true;
-        let mut a = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
-        a.give(k.region.0, k.region.1);
-        a.free_slots.push(k.slot);
     }
 }
 
@@ -1171,8 +1008,8 @@ struct SlotRange {
 }
 
 impl SlotRange {
-    fn geometry(&self, ks: &[GpuKernel]) -> (u32, u32, u32) {
-        let k = &ks[self.kernel];
+    fn geometry(&self, ks: &Kernels<GpuKernel>) -> (u32, u32, u32) {
+        let k = &ks[self.kernel].dev;
         if self.input {
             (k.in_cap, k.in_slot, k.in_data)
         } else {
@@ -1180,7 +1017,7 @@ impl SlotRange {
         }
     }
 
-    fn bytes(&self, ks: &[GpuKernel]) -> u64 {
+    fn bytes(&self, ks: &Kernels<GpuKernel>) -> u64 {
         u64::from(self.count) * u64::from(self.geometry(ks).1) * 4
     }
 
@@ -1191,7 +1028,7 @@ impl SlotRange {
         mem: &wgpu::Buffer,
         rb: &wgpu::Buffer,
         at: u64,
-        ks: &[GpuKernel],
+        ks: &Kernels<GpuKernel>,
     ) -> u64 {
         let (cap, slot_words, data) = self.geometry(ks);
         let first = self.first & (cap - 1);

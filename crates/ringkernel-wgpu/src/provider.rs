@@ -62,10 +62,10 @@ impl Backend for Opened {
     fn attach(
         &self,
         cell: &Arc<KernelCell>,
-        _def: Option<&Arc<KernelDef>>,
+        def: Option<&Arc<KernelDef>>,
         dir: &Arc<Directory>,
     ) -> Result<()> {
-        self.backend.attach(cell, dir)
+        self.backend.attach(cell, def, dir)
     }
 
     fn shutdown(&self) {

@@ -282,9 +282,10 @@ impl RingKernel {
             Error::Gpu { backend, detail, .. } => Error::Gpu { backend, kernel: name.to_string(), detail },
             e => e,
         })?;
+        let accepts = def.as_deref().map(KernelDef::accepted_types);
         let cell = Arc::new(match input {
-            Some(ring) => KernelCell::with_input(id, name, def.clone(), options, known, ring)?,
-            None => KernelCell::new(id, name, def.clone(), options, known)?,
+            Some(ring) => KernelCell::with_input(id, name, accepts, options, known, ring)?,
+            None => KernelCell::new(id, name, accepts, options, known)?,
         });
         cell.set_placement(Placement { backend: backend.kind(), device: inner.devices[at].clone() });
         inner.dir.insert(cell.clone())?;

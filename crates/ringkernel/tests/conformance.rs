@@ -2,6 +2,7 @@
 //! the bottom instantiates the suite for each backend; a GPU backend that finds no device skips
 //! with a message (or fails, when `RINGKERNEL_REQUIRE_<BACKEND>=1`).
 
+use ringkernel::backend::InputPush;
 use ringkernel::prelude::*;
 use ringkernel::runtime::KernelDef;
 use ringkernel::GpuType;
@@ -418,15 +419,7 @@ async fn bad_input(backend: Setup) {
         other => panic!("{other:?}"),
     }
     // Malformed bytes in the input queue: recorded, skipped, the kernel keeps serving.
-    k.cell()
-        .input
-        .try_push_with(|slot| {
-            slot[..16].copy_from_slice(b"not an envelope!");
-            Ok::<_, ()>(16)
-        })
-        .unwrap()
-        .unwrap();
-    k.cell().ring();
+    assert_eq!(k.cell().push_input_bytes(b"not an envelope!"), InputPush::Pushed);
     let t: Total = k.call(Num { seq: 0, value: 1 }).await.unwrap();
     assert_eq!(t.count, 1);
     assert!(k.status().last_error.unwrap().contains("malformed"));
@@ -849,7 +842,7 @@ async fn default_kernel_footprint_is_small() {
     // The rings a launch actually allocates have that size.
     let Some(rt) = runtime_with(Backend::Cpu.into(), vec![counter_def("small")]).await else { return };
     let k = rt.launch("small", LaunchOptions::default()).await.unwrap();
-    let rings = k.cell().input.region().1 + k.cell().output.region().1;
+    let rings = k.cell().input().region().1 + k.cell().output().region().1;
     assert_eq!(rings + cell, layout);
     rt.shutdown().await.unwrap();
 }

@@ -52,7 +52,7 @@ struct Bell {
 }
 
 enum Job {
-    Attach(Arc<KernelCell>, Arc<Directory>),
+    Attach(Arc<KernelCell>, Option<Arc<Def>>, Arc<Directory>),
     Run(u32),
     Stop,
 }
@@ -94,8 +94,8 @@ fn serve(rx: Receiver<Job>, again: Sender<Job>) {
     let mut execs: std::collections::HashMap<u32, HostExecutor> = Default::default();
     while let Ok(job) = rx.recv() {
         match job {
-            Job::Attach(cell, dir) => {
-                execs.insert(cell.id().0, HostExecutor::new(&cell, &dir));
+            Job::Attach(cell, def, dir) => {
+                execs.insert(cell.id().0, HostExecutor::new(&cell, def.as_ref(), &dir));
             }
             Job::Run(id) => {
                 let Some(exec) = execs.get_mut(&id) else { continue };
@@ -124,9 +124,9 @@ impl BackendImpl for Solo {
     fn can_run(&self, def: Option<&Def>) -> bool {
         def.is_some_and(|d| d.name().starts_with(self.prefix) && d.has_cpu_handlers())
     }
-    fn attach(&self, cell: &Arc<KernelCell>, _def: Option<&Arc<Def>>, dir: &Arc<Directory>) -> Result<()> {
+    fn attach(&self, cell: &Arc<KernelCell>, def: Option<&Arc<Def>>, dir: &Arc<Directory>) -> Result<()> {
         let tx = self.tx.lock().unwrap().clone();
-        tx.send(Job::Attach(cell.clone(), dir.clone())).map_err(|_| Error::ShutDown)?;
+        tx.send(Job::Attach(cell.clone(), def.cloned(), dir.clone())).map_err(|_| Error::ShutDown)?;
         cell.set_doorbell(Arc::new(Bell { tx: Mutex::new(tx), cell: Arc::downgrade(cell) }));
         self.attached.fetch_add(1, Ordering::Relaxed);
         cell.ring();

@@ -68,9 +68,7 @@ async fn device_envelopes_follow_the_layout() {
     k.send(sample(11)).await.unwrap();
     // Read the raw envelope the device wrote, straight from the output ring.
     let raw = loop {
-        let mut got = None;
-        k.cell().output.pop_batch_with(1, |b| got = Some(b.to_vec()));
-        if let Some(b) = got {
+        if let Some(b) = k.cell().pop_output(|b| b.to_vec()) {
             break b;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;

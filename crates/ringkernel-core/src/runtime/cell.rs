@@ -5,8 +5,8 @@
 //! supplies a [`Doorbell`] that gets the kernel running when work arrives (the CPU backend
 //! schedules it on a worker; a GPU backend may do nothing, since its kernel polls).
 
-use super::definition::KernelDef;
-use super::handle::RawMessage;
+use super::accepts::AcceptedTypes;
+use super::envelope::{error_reply_envelope, RawMessage};
 use super::options::{LaunchOptions, Placement};
 use super::reply::ReplyTable;
 use super::state::KernelState;
@@ -104,10 +104,10 @@ pub struct KernelCell {
     name: Arc<str>,
     /// Lifecycle flags and counters.
     pub control: ControlBlock,
-    /// Input queue: host and K2K senders push, the kernel pops.
-    pub input: SlotRing,
+    /// Input queue: host and K2K senders push (through the admission gate), the kernel pops.
+    input: SlotRing,
     /// Output queue: the kernel pushes, the host pops.
-    pub output: SlotRing,
+    output: SlotRing,
     /// Pending `call`s.
     pub replies: ReplyTable,
     /// Woken when the output queue gets a message.
@@ -122,7 +122,8 @@ pub struct KernelCell {
     /// Outputs written after `terminate` found the output queue full (see `try_push_output`).
     overflow: Mutex<std::collections::VecDeque<Vec<u8>>>,
     overflowing: core::sync::atomic::AtomicBool,
-    def: Option<Arc<KernelDef>>,
+    /// The message types the kernel handles (`None`: launched without a registered handler).
+    accepts: Option<AcceptedTypes>,
     options: LaunchOptions,
     doorbell: OnceLock<Arc<dyn Doorbell>>,
     placement: OnceLock<Placement>,
@@ -136,18 +137,19 @@ pub struct KernelCell {
 impl KernelCell {
     /// Allocates the queues and control block for a kernel.
     ///
-    /// `known_kernels` (the names that do have handlers) is only used in the error message when
-    /// `def` is `None`.
+    /// `accepts` is the kernel definition's [`KernelDef::accepted_types`](super::KernelDef::accepted_types)
+    /// (`None`: no registered handler); `known_kernels` (the names that do have handlers) is only
+    /// used in the error message when it is `None`.
     pub fn new(
         id: KernelId,
         name: &str,
-        def: Option<Arc<KernelDef>>,
+        accepts: Option<AcceptedTypes>,
         options: LaunchOptions,
         known_kernels: Vec<String>,
     ) -> Result<Self> {
         options.validate()?;
         let input = SlotRing::new(options.input_capacity, options.slot_size())?;
-        Self::with_input(id, name, def, options, known_kernels, input)
+        Self::with_input(id, name, accepts, options, known_kernels, input)
     }
 
     /// Like [`KernelCell::new`], with an input ring the backend placed (for example in pinned
@@ -155,7 +157,7 @@ impl KernelCell {
     pub fn with_input(
         id: KernelId,
         name: &str,
-        def: Option<Arc<KernelDef>>,
+        accepts: Option<AcceptedTypes>,
         options: LaunchOptions,
         known_kernels: Vec<String>,
         input: SlotRing,
@@ -176,7 +178,7 @@ impl KernelCell {
             admission: AdmissionGate::new(),
             overflow: Mutex::default(),
             overflowing: core::sync::atomic::AtomicBool::new(false),
-            def,
+            accepts,
             options,
             doorbell: OnceLock::new(),
             placement: OnceLock::new(),
@@ -250,9 +252,22 @@ impl KernelCell {
         self.name.clone()
     }
 
-    /// The kernel's definition (`None` if launched without a registered handler).
-    pub fn def(&self) -> Option<&Arc<KernelDef>> {
-        self.def.as_ref()
+    /// The input queue, for backends only (executors and device agents pop it, or place it in
+    /// device-visible memory). Senders use [`KernelCell::try_push_input`]: a push into the ring
+    /// itself would skip the admission gate and the in-flight count.
+    #[doc(hidden)]
+    #[inline]
+    pub fn input(&self) -> &SlotRing {
+        &self.input
+    }
+
+    /// The output queue, for backends only. Outputs go through [`KernelCell::try_push_output`]
+    /// (which overflows behind the ring once terminating) and are read with
+    /// [`KernelCell::pop_output`].
+    #[doc(hidden)]
+    #[inline]
+    pub fn output(&self) -> &SlotRing {
+        &self.output
     }
 
     /// Launch options.
@@ -302,6 +317,27 @@ impl KernelCell {
         }
     }
 
+    /// A handler failed the kernel and no restart is left: `Active` → `Failed` (through the
+    /// transition table; a kernel that is no longer active keeps its state), and the host's
+    /// waiters are woken.
+    pub fn fail(&self) {
+        let _ = self.transition(KernelState::Failed);
+        self.lifecycle_waiters.notify();
+        self.output_waiters.notify();
+    }
+
+    /// The kernel finished terminating (its input drained, handled or handed back): `Terminating`
+    /// → `Terminated` through the transition table, `terminated` set in the control block (what
+    /// `terminate` waits for), and every waiter woken. The executor or device agent calls this
+    /// once, after its last output is queued.
+    pub fn finish_terminate(&self) {
+        let _ = self.transition(KernelState::Terminated);
+        self.control.mark_terminated();
+        self.lifecycle_waiters.notify();
+        self.output_waiters.notify();
+        self.input_waiters.notify();
+    }
+
     /// Moves a launched, active or inactive kernel to `Failed` outside the transition table
     /// (a lost device, a panic in the runtime's own code); a terminating or ended kernel is left
     /// as it is, so a racing `terminate` still completes. Compare-and-swap from the state it
@@ -345,18 +381,34 @@ impl KernelCell {
         if !state.accepts_messages() {
             return Err(Error::NotAccepting { kernel: self.name.to_string(), state });
         }
-        match &self.def {
-            None => Err(Error::NoHandler {
-                kernel: self.name.to_string(),
-                registered: self.known_kernels.clone(),
-            }),
-            Some(d) if !d.handles(type_id) => Err(Error::UnknownMessageType {
-                kernel: self.name.to_string(),
-                type_id,
-                type_name: type_name.to_string(),
-                accepted: d.accepted(),
-            }),
+        match &self.accepts {
+            None => Err(self.no_handler()),
+            Some(a) if !a.handles(type_id) => Err(self.unknown_type(a, type_id, type_name)),
             Some(_) => Ok(()),
+        }
+    }
+
+    /// Checks a payload of type `type_id` the way the kernel's handler will decode it (raw-byte
+    /// ingress): a kernel without handlers or a type it does not handle is the typed error
+    /// [`KernelCell::check_accepts`] gives.
+    pub(crate) fn check_payload(&self, type_id: u64, payload: &[u8]) -> Result<()> {
+        let Some(a) = &self.accepts else { return Err(self.no_handler()) };
+        match a.check_payload(type_id, payload) {
+            None => Err(self.unknown_type(a, type_id, "(raw bytes)")),
+            Some(r) => Ok(r?),
+        }
+    }
+
+    fn no_handler(&self) -> Error {
+        Error::NoHandler { kernel: self.name.to_string(), registered: self.known_kernels.clone() }
+    }
+
+    fn unknown_type(&self, accepts: &AcceptedTypes, type_id: u64, type_name: &str) -> Error {
+        Error::UnknownMessageType {
+            kernel: self.name.to_string(),
+            type_id,
+            type_name: type_name.to_string(),
+            accepted: accepts.names().to_vec(),
         }
     }
 
@@ -492,39 +544,22 @@ impl KernelCell {
 }
 
 impl KernelCell {
-    /// Stops the kernel at once without draining (runtime dropped without `shutdown`): waiting
-    /// calls get an error reply, waiters are woken, the state becomes `Terminated`.
+    /// Stops the kernel at once without draining (runtime dropped without `shutdown`, a backend
+    /// that gave up on the kernel): waiting calls get an error reply (`KernelFailed`), the state
+    /// goes through `Terminating` to `Terminated`, and every waiter is woken.
     pub fn abort(&self, reason: &str) {
         // No sender gets in after this, so no request is pushed after its call was failed below.
         self.close_input();
+        let hlc = crate::hlc::HlcTimestamp::from_packed(self.control.hlc_packed(), self.id.0);
+        let slot = self.output.slot_size() as usize;
         for corr in self.replies.waiting() {
-            let header = crate::message::EnvelopeHeader {
-                magic: crate::message::ENVELOPE_MAGIC,
-                version: crate::message::ENVELOPE_VERSION,
-                flags: crate::message::FLAG_REPLY
-                    | crate::message::FLAG_ERROR_REPLY
-                    | crate::message::FLAG_KERNEL_FAILED,
-                type_id: <super::handle::ErrorReply as crate::message::RingMessage>::message_type(),
-                message_id: 0,
-                correlation_id: corr,
-                hlc: 0,
-                source: self.id.0,
-                destination: 0,
-                payload_len: reason.len() as u32,
-                hlc_node: self.id.0,
-                checksum: 0,
-                reserved: 0,
-            };
-            let mut bytes = zerocopy::IntoBytes::as_bytes(&header).to_vec();
-            bytes.extend_from_slice(reason.as_bytes());
+            let bytes = error_reply_envelope(self.id.0, hlc, corr, KernelId::HOST.0, reason, true, slot);
             let _ = self.replies.complete(corr, &bytes);
         }
-        self.control.set_state_code(KernelState::Terminated.code());
+        // Every state but `Terminated` may go to `Terminating`; an ended kernel stays ended.
+        let _ = self.transition(KernelState::Terminating);
         self.control.request_terminate();
-        self.control.mark_terminated();
-        self.lifecycle_waiters.notify();
-        self.output_waiters.notify();
-        self.input_waiters.notify();
+        self.finish_terminate();
     }
 }
 
@@ -636,7 +671,49 @@ mod tests {
     }
 
     fn terminate(c: &KernelCell) {
-        c.control.set_state_code(KernelState::Terminated.code());
+        c.transition(KernelState::Terminating).unwrap();
+        c.finish_terminate();
+    }
+
+    #[test]
+    fn lifecycle_goes_through_the_table() {
+        let c = cell(1, "k");
+        c.transition(KernelState::Active).unwrap();
+        c.fail();
+        assert_eq!(c.state(), KernelState::Failed);
+        // `fail` only moves an active kernel; `force_failed` leaves a terminating one alone.
+        c.transition(KernelState::Terminating).unwrap();
+        c.fail();
+        assert!(!c.force_failed());
+        assert_eq!(c.state(), KernelState::Terminating);
+        assert!(!c.control.is_terminated());
+        c.finish_terminate();
+        assert_eq!(c.state(), KernelState::Terminated);
+        assert!(c.control.is_terminated());
+        // An inactive kernel fails only outside the table.
+        let d = cell(2, "d");
+        d.transition(KernelState::Inactive).unwrap();
+        d.fail();
+        assert_eq!(d.state(), KernelState::Inactive);
+        assert!(d.force_failed());
+        assert_eq!(d.state(), KernelState::Failed);
+    }
+
+    #[test]
+    fn abort_answers_waiting_calls_and_ends_the_kernel() {
+        let c = cell(3, "a");
+        c.transition(KernelState::Active).unwrap();
+        let t = c.replies.claim().unwrap();
+        c.abort("gone");
+        assert_eq!(c.state(), KernelState::Terminated);
+        assert!(c.control.is_terminated() && c.control.terminate_requested() && c.input_closed());
+        let core::task::Poll::Ready(bytes) = c.replies.poll_take(t, None) else { panic!("no reply") };
+        let (h, payload) = crate::message::decode_header(&bytes).unwrap();
+        assert_ne!(h.flags & crate::message::FLAG_KERNEL_FAILED, 0);
+        assert_eq!((h.source, h.correlation_id, payload), (3, t.correlation_id(), &b"gone"[..]));
+        // Aborting an ended kernel changes nothing.
+        c.abort("again");
+        assert_eq!(c.state(), KernelState::Terminated);
     }
 
     #[test]

@@ -6,13 +6,11 @@
 //! and nothing is dropped.
 
 use super::cell::{Directory, InputPush, KernelCell};
-use super::handle::ErrorReply;
+use super::envelope::{error_reply_envelope, RawMessage};
 use super::reply::Delivery;
 use super::state::KernelState;
 use crate::hlc::{HlcClock, HlcTimestamp};
-use crate::message::{
-    encode, EnvelopeHeader, EnvelopeMeta, KernelId, RingMessage, FLAG_ERROR_REPLY, FLAG_REPLY,
-};
+use crate::message::{encode, EnvelopeHeader, EnvelopeMeta, KernelId, RingMessage, FLAG_REPLY};
 use crate::{Error, Result};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
@@ -145,6 +143,35 @@ impl ExecLocal {
         fail_request(cell, self, header, text, kernel_failed);
     }
 
+    /// Finds a K2K target through this kernel's caches, asking the directory only on a miss
+    /// (handler sends, and the device agents routing a device kernel's output by id).
+    pub(crate) fn resolve(&mut self, dir: &Directory, target: Target<'_>) -> Option<Arc<KernelCell>> {
+        match target {
+            // A cached kernel that has terminated may have been replaced by a new launch under
+            // the same name: look the name up again.
+            Target::Name(n) => match self.names.get(n).filter(|c| c.state() != KernelState::Terminated) {
+                Some(c) => Some(c),
+                None => {
+                    let c = dir.by_name(n);
+                    if let Some(c) = &c {
+                        self.names.insert(n.to_string(), c);
+                    }
+                    c
+                }
+            },
+            Target::Id(id) => match self.ids.get(&id.0) {
+                Some(c) => Some(c),
+                None => {
+                    let c = dir.by_id(id);
+                    if let Some(c) = &c {
+                        self.ids.insert(id.0, c);
+                    }
+                    c
+                }
+            },
+        }
+    }
+
     /// Moves outbox entries into their queues; `true` once the outbox is empty.
     pub fn flush(&mut self, cell: &KernelCell) -> bool {
         flush_outbox(cell, self)
@@ -198,34 +225,8 @@ impl<'a> Context<'a> {
     }
 
     fn resolve(&mut self, target: Target<'_>) -> Result<Arc<KernelCell>> {
-        let from = self.cell.id();
-        let found = match target {
-            // A cached kernel that has terminated may have been replaced by a new launch under
-            // the same name: look the name up again.
-            Target::Name(n) => match self.local.names.get(n).filter(|c| c.state() != KernelState::Terminated)
-            {
-                Some(c) => Some(c),
-                None => {
-                    let c = self.dir.by_name(n);
-                    if let Some(c) = &c {
-                        self.local.names.insert(n.to_string(), c);
-                    }
-                    c
-                }
-            },
-            Target::Id(id) => match self.local.ids.get(&id.0) {
-                Some(c) => Some(c),
-                None => {
-                    let c = self.dir.by_id(id);
-                    if let Some(c) = &c {
-                        self.local.ids.insert(id.0, c);
-                    }
-                    c
-                }
-            },
-        };
-        found.ok_or_else(|| Error::K2k {
-            from,
+        self.local.resolve(self.dir, target).ok_or_else(|| Error::K2k {
+            from: self.cell.id(),
             to: match target {
                 Target::Name(n) => n.to_string(),
                 Target::Id(id) => id.to_string(),
@@ -277,7 +278,7 @@ impl<'a> Context<'a> {
             if self.header.correlation_id != 0 {
                 // Encoded once, straight into the waiting caller's reply slot. If nobody waits
                 // (the call timed out), the reply goes to the output queue instead.
-                let slot_size = self.cell.output.slot_size() as usize;
+                let slot_size = self.cell.output().slot_size() as usize;
                 let delivered =
                     self.cell.replies.complete_with(self.header.correlation_id, slot_size, |buf| {
                         encode(&msg, &meta, buf)
@@ -296,8 +297,8 @@ impl<'a> Context<'a> {
 
     fn push_or_queue<M: RingMessage>(&mut self, route: Route, msg: &M, meta: &EnvelopeMeta) -> Result<()> {
         let slot_size = match &route {
-            Route::Kernel(c) => c.input.slot_size(),
-            Route::HostOutput => self.cell.output.slot_size(),
+            Route::Kernel(c) => c.input().slot_size(),
+            Route::HostOutput => self.cell.output().slot_size(),
         };
         if self.local.outbox.is_empty() {
             match &route {
@@ -332,7 +333,7 @@ fn keep_undeliverable(cell: &KernelCell, target: &KernelCell, bytes: &[u8], why:
         crate::control_block::ErrorCode::QueueFull,
         format!("a K2K message from {} to {} {detail}; it is kept", cell.name(), target.name()),
     );
-    if let Ok(raw) = super::handle::RawMessage::from_bytes(bytes) {
+    if let Ok(raw) = RawMessage::from_bytes(bytes) {
         cell.return_message(raw);
     }
 }
@@ -370,33 +371,16 @@ pub(crate) fn fail_request(
     if header.correlation_id == 0 || header.source != KernelId::HOST.0 {
         return;
     }
-    let meta = EnvelopeMeta {
-        correlation_id: header.correlation_id,
-        source: cell.id().0,
-        destination: header.source,
-        hlc: HlcTimestamp::from_packed(cell.control.hlc_packed(), cell.id().0),
-        flags: FLAG_REPLY
-            | FLAG_ERROR_REPLY
-            | if kernel_failed { crate::message::FLAG_KERNEL_FAILED } else { 0 },
-    };
-    let mut buf = vec![0u8; cell.output.slot_size() as usize];
-    let text = truncate_to_char_boundary(text, buf.len() - crate::message::ENVELOPE_HEADER_SIZE);
-    let n = encode(&ErrorReply(text.to_string()), &meta, &mut buf).expect("truncated to fit");
-    deliver_reply(cell, local, header.correlation_id, &buf[..n]);
-}
-
-/// The longest prefix of `text` that is at most `max` bytes and ends on a character boundary
-/// (an error reply's text must fit the output slot; cutting inside a multi-byte character would
-/// panic in `String::truncate`).
-pub(crate) fn truncate_to_char_boundary(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    let bytes = error_reply_envelope(
+        cell.id().0,
+        HlcTimestamp::from_packed(cell.control.hlc_packed(), cell.id().0),
+        header.correlation_id,
+        header.source,
+        text,
+        kernel_failed,
+        cell.output().slot_size() as usize,
+    );
+    deliver_reply(cell, local, header.correlation_id, &bytes);
 }
 
 /// Tries to move outbox entries into their target queues; returns `true` when it is empty.
@@ -420,19 +404,4 @@ pub(crate) fn flush_outbox(cell: &KernelCell, local: &mut ExecLocal) -> bool {
         local.outbox.pop_front();
     }
     true
-}
-
-#[cfg(all(test, not(ringkernel_loom)))]
-mod tests {
-    use super::truncate_to_char_boundary;
-
-    #[test]
-    fn truncation_keeps_whole_characters() {
-        // "é" is two bytes: a limit of 2 falls inside it.
-        assert_eq!(truncate_to_char_boundary("aé", 2), "a");
-        assert_eq!(truncate_to_char_boundary("aé", 3), "aé");
-        assert_eq!(truncate_to_char_boundary("€€", 4), "€");
-        assert_eq!(truncate_to_char_boundary("€", 0), "");
-        assert_eq!(truncate_to_char_boundary("abc", 10), "abc");
-    }
 }

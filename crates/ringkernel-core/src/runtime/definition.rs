@@ -4,6 +4,7 @@
 //! `#[ring_kernel]` functions (collected at link time through `inventory`), and
 //! [`KernelDef`] values built at run time and passed to the runtime builder.
 
+use super::accepts::{payload_check, AcceptedTypes, PayloadCheck};
 use super::context::Context;
 use super::options::Backend;
 use crate::message::{decode_header, DecodeError, EnvelopeHeader, MessageRegistry, RingMessage};
@@ -66,16 +67,6 @@ pub type BoxedState = Box<dyn Any + Send>;
 type ErasedHandler = dyn Fn(&mut BoxedState, &EnvelopeHeader, &[u8], &mut Context<'_>) -> Result<(), HandlerError>
     + Send
     + Sync;
-
-/// Checks that a payload decodes as one message type (fixed fields present, slices inside the
-/// payload, valid archive), without handling it: the raw-byte ingress runs it before a message is
-/// queued (see [`super::ingress`]).
-pub type PayloadCheck = fn(&[u8]) -> Result<(), DecodeError>;
-
-/// The [`PayloadCheck`] of message type `M`: its own decoder, result dropped.
-pub fn payload_check<M: RingMessage>(payload: &[u8]) -> Result<(), DecodeError> {
-    M::decode_payload(payload).map(drop)
-}
 
 /// One message type a kernel handles.
 pub struct HandlerEntry {
@@ -262,6 +253,17 @@ impl KernelDef {
     #[must_use]
     pub fn gpu_backends(&self) -> Vec<Backend> {
         self.gpu.iter().map(|p| p.backend()).collect()
+    }
+
+    /// The table of handled types a [`super::KernelCell`] keeps (CPU handlers first, then GPU
+    /// programs, as [`KernelDef::check_payload`] looks them up).
+    #[must_use]
+    pub fn accepted_types(&self) -> AcceptedTypes {
+        let cpu = self.handlers.iter().map(|(&id, h)| (id, h.type_name, Some(h.check)));
+        let gpu = self.gpu.iter().flat_map(|p| {
+            p.handled_types().into_iter().map(move |(id, _, name)| (id, name, p.payload_check(id)))
+        });
+        AcceptedTypes::new(cpu.chain(gpu))
     }
 
     /// Names of the handled message types (CPU handlers and GPU programs).

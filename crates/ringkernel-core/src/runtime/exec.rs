@@ -11,13 +11,13 @@
 //!
 //! A panic in this loop itself (outside a handler) unwinds out of [`HostExecutor::run`]; the
 //! backend catches it and calls [`HostExecutor::runtime_panicked`], which fails this kernel the
-//! same way (see [`device_host::runtime_panicked`](super::device_host::runtime_panicked)).
+//! same way as a device agent does (see [`crate::agent`]).
 
 use super::cell::{Directory, KernelCell};
 use super::context::{fail_request, flush_outbox, Context, ExecLocal};
-use super::definition::{BoxedState, DispatchError};
-use super::handle::RawMessage;
-use super::options::RestartPolicy;
+use super::definition::{BoxedState, DispatchError, KernelDef};
+use super::envelope::RawMessage;
+use super::failure;
 use super::state::KernelState;
 use crate::control_block::ErrorCode;
 use crate::hlc::HlcClock;
@@ -48,6 +48,8 @@ pub struct HostExecutor {
     cell: Weak<KernelCell>,
     dir: Weak<Directory>,
     name: String,
+    /// The kernel's handlers (`None`: launched without a registered handler).
+    def: Option<Arc<KernelDef>>,
     state: Option<BoxedState>,
     clock: HlcClock,
     local: ExecLocal,
@@ -60,14 +62,15 @@ pub struct HostExecutor {
 }
 
 impl HostExecutor {
-    /// An executor for `cell`; builds the kernel's initial state.
-    pub fn new(cell: &Arc<KernelCell>, dir: &Arc<Directory>) -> Self {
-        let state = cell.def().map(|d| d.make_state());
+    /// An executor for `cell`, running `def`'s handlers; builds the kernel's initial state.
+    pub fn new(cell: &Arc<KernelCell>, def: Option<&Arc<KernelDef>>, dir: &Arc<Directory>) -> Self {
+        let state = def.map(|d| d.make_state());
         let clock = HlcClock::new(cell.id().0);
         Self {
             cell: Arc::downgrade(cell),
             dir: Arc::downgrade(dir),
             name: cell.name().to_string(),
+            def: def.cloned(),
             state,
             clock,
             local: ExecLocal::default(),
@@ -114,7 +117,7 @@ impl HostExecutor {
                 let mut handled = 0u64;
                 let mut held = core::mem::take(&mut self.held);
                 let mut panicked = None;
-                let n = cell.input.pop_batch_with(BATCH.min(budget - processed), |bytes| {
+                let n = cell.input().pop_batch_with(BATCH.min(budget - processed), |bytes| {
                     // After a panic in the runtime's own code, the rest of the claimed batch is
                     // kept (and handed back below), not consumed.
                     if panicked.is_some() || (!terminating && !cell.control.is_active()) {
@@ -148,8 +151,8 @@ impl HostExecutor {
                 self.drain_failed(&cell);
             }
         }
-        cell.control.mirror_queues(cell.input.indices(), cell.output.indices());
-        if terminating && cell.input.is_empty() && self.held.is_empty() && self.local.outbox.is_empty() {
+        cell.control.mirror_queues(cell.input().indices(), cell.output().indices());
+        if terminating && cell.input().is_empty() && self.held.is_empty() && self.local.outbox.is_empty() {
             self.finish_terminate(&cell);
             dir.forget(&cell);
             return RunOutcome::Terminated;
@@ -176,19 +179,19 @@ impl HostExecutor {
         let text = format!(
             "the runtime panicked while running kernel {:?}: {}",
             self.name,
-            super::device_host::panic_message(payload)
+            failure::panic_message(payload)
         );
         tracing::error!(kernel = cell.name(), "{text}; kernel failed");
         // A handler panic may have failed the kernel already; "again" counts the runtime's own.
         let again = self.runtime_panics > 0;
         self.runtime_panics += 1;
         self.failed = true;
-        super::device_host::mark_panicked(&cell, &text);
+        failure::mark_failed(&cell, &text);
         if again {
             // The failed-kernel path itself panicked: give up on running more of it, but hand
             // back what is queued as it is (no decoding, no replies) so nothing accepted is lost.
             self.give_back_raw(&cell);
-            super::device_host::fail_waiting_calls(&mut self.local, &cell, &text);
+            failure::fail_waiting_calls(&mut self.local, &cell, &text);
             if cell.control.terminate_requested() {
                 self.finish_terminate(&cell);
                 return RunOutcome::Terminated;
@@ -196,7 +199,7 @@ impl HostExecutor {
             return RunOutcome::Idle;
         }
         self.drain_failed(&cell);
-        super::device_host::fail_waiting_calls(&mut self.local, &cell, &text);
+        failure::fail_waiting_calls(&mut self.local, &cell, &text);
         RunOutcome::Yield
     }
 
@@ -213,7 +216,7 @@ impl HostExecutor {
             cell.control.add_in_flight(-1);
             keep(&b);
         }
-        while cell.input.pop_batch_with(BATCH, |b| {
+        while cell.input().pop_batch_with(BATCH, |b| {
             cell.control.add_in_flight(-1);
             keep(b);
         }) > 0
@@ -237,10 +240,10 @@ impl HostExecutor {
         };
         self.clock.observe_trusted(header.hlc);
         if self.failed {
-            self.return_or_fail(cell, &header, bytes);
+            failure::return_or_fail(&mut self.local, cell, &header, bytes);
             return;
         }
-        let (Some(def), Some(state)) = (cell.def(), self.state.as_mut()) else {
+        let (Some(def), Some(state)) = (&self.def, &mut self.state) else {
             let text = format!("kernel {:?} has no registered handler", cell.name());
             cell.record_error(ErrorCode::UnknownMessageType, text.clone());
             fail_request(cell, &mut self.local, &header, &text, false);
@@ -283,27 +286,11 @@ impl HostExecutor {
                 fail_request(cell, &mut self.local, &header, &text, false);
             }
             Err(panic) => {
-                let text = format!("handler panicked: {}", super::device_host::panic_message(&*panic));
-                cell.record_error(ErrorCode::HandlerPanic, text.clone());
-                let restart = match cell.options().restart {
-                    RestartPolicy::Never => false,
-                    RestartPolicy::Restart { max_restarts } => cell.control.restarts() < max_restarts,
-                };
-                // The state changes before the caller hears of the failure, so a caller that sees
-                // the error also sees the kernel restarted or Failed.
-                if restart {
-                    cell.control.record_restart();
-                    self.state = Some(def.make_state());
-                    tracing::warn!(kernel = cell.name(), "{text}; restarted with fresh state");
-                } else {
-                    tracing::error!(kernel = cell.name(), "{text}; kernel failed");
+                let text = format!("handler panicked: {}", failure::panic_message(&*panic));
+                let state = &mut self.state;
+                let reset = || *state = Some(def.make_state());
+                if !failure::handler_failed(&mut self.local, cell, &text, &header, reset) {
                     self.failed = true;
-                    let _ = cell.transition(KernelState::Failed);
-                }
-                fail_request(cell, &mut self.local, &header, &text, !restart);
-                if !restart {
-                    cell.lifecycle_waiters.notify();
-                    cell.output_waiters.notify();
                 }
             }
         }
@@ -311,32 +298,19 @@ impl HostExecutor {
         cell.check_injected_message_fault();
     }
 
-    fn return_or_fail(&mut self, cell: &KernelCell, header: &crate::message::EnvelopeHeader, bytes: &[u8]) {
-        if header.correlation_id != 0 && header.source == 0 {
-            let text = format!(
-                "kernel {:?} failed before handling this request: {}",
-                cell.name(),
-                cell.last_error().unwrap_or_default()
-            );
-            fail_request(cell, &mut self.local, header, &text, true);
-        } else if let Ok(raw) = RawMessage::from_bytes(bytes) {
-            cell.return_message(raw);
-        }
-    }
-
     fn drain_failed(&mut self, cell: &KernelCell) {
         for bytes in core::mem::take(&mut self.held) {
             cell.control.add_in_flight(-1);
             if let Ok((h, _)) = decode_header(&bytes) {
-                self.return_or_fail(cell, &h, &bytes);
+                failure::return_or_fail(&mut self.local, cell, &h, &bytes);
             }
         }
         loop {
             let mut handled = 0i64;
-            let n = cell.input.pop_batch_with(BATCH, |bytes| {
+            let n = cell.input().pop_batch_with(BATCH, |bytes| {
                 handled += 1;
                 if let Ok((h, _)) = decode_header(bytes) {
-                    self.return_or_fail(cell, &h, bytes);
+                    failure::return_or_fail(&mut self.local, cell, &h, bytes);
                 }
             });
             cell.control.add_in_flight(-handled);
@@ -348,16 +322,12 @@ impl HostExecutor {
     }
 
     fn finish_terminate(&mut self, cell: &KernelCell) {
-        let _ = cell.transition(KernelState::Terminated);
         cell.control.set_hlc_packed(self.clock.now().packed());
-        cell.control.mark_terminated();
         // Nothing runs any more: drop the user state and the K2K caches now rather than with the
         // cell (handles may keep the cell for long; a cached target must not be kept with it).
         self.state = None;
         self.local = ExecLocal::default();
-        cell.lifecycle_waiters.notify();
-        cell.output_waiters.notify();
-        cell.input_waiters.notify();
+        cell.finish_terminate();
     }
 }
 

@@ -3,53 +3,20 @@
 //! The handle works on the shared [`KernelCell`] only, so it is the same for every backend.
 
 use super::cell::{Directory, InputPush, KernelCell};
+use super::envelope::RawMessage;
 use super::reply::Ticket;
 use super::state::KernelState;
+use crate::backoff::Backoff;
 use crate::control_block::{ControlBlock, ErrorCode};
 use crate::hlc::HlcTimestamp;
 use crate::message::{
-    decode_header, encode, DecodeError, EncodeError, EnvelopeHeader, EnvelopeMeta, KernelId, RingMessage,
-    ENVELOPE_HEADER_SIZE, FLAG_ERROR_REPLY, FLAG_KERNEL_FAILED,
+    decode_header, encode, EnvelopeHeader, EnvelopeMeta, KernelId, RingMessage, ENVELOPE_HEADER_SIZE,
+    FLAG_ERROR_REPLY, FLAG_KERNEL_FAILED,
 };
 use crate::{Error, Result};
 use core::future::poll_fn;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// A message taken off a queue without decoding its payload (handed back, never dropped, when it
-/// was not what the caller expected or could not be processed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawMessage {
-    /// Its envelope.
-    pub header: EnvelopeHeader,
-    /// Its payload bytes.
-    pub payload: Vec<u8>,
-}
-
-impl RawMessage {
-    /// Copies a validated envelope out of a slot.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (header, payload) = decode_header(bytes)?;
-        Ok(Self { header, payload: payload.to_vec() })
-    }
-
-    /// Decodes the payload as `M` (checking the type id).
-    pub fn decode<M: RingMessage>(&self) -> Result<M, DecodeError> {
-        if self.header.type_id != M::message_type() {
-            return Err(DecodeError::TypeMismatch {
-                expected: M::message_type(),
-                expected_name: M::type_name(),
-                found: self.header.type_id,
-            });
-        }
-        M::decode_payload(&self.payload)
-    }
-
-    /// The sender's timestamp.
-    pub fn timestamp(&self) -> HlcTimestamp {
-        HlcTimestamp::from_packed(self.header.hlc, self.header.hlc_node)
-    }
-}
+use std::time::Duration;
 
 /// What the host learns about a received message besides its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,30 +50,6 @@ pub struct Received<M> {
     pub message: M,
     /// Its envelope's metadata.
     pub meta: ReceivedMeta,
-}
-
-/// Payload of an error reply: UTF-8 text (type id reserved by the runtime).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorReply(pub String);
-
-impl RingMessage for ErrorReply {
-    fn message_type() -> u64 {
-        0x7FFF_FFFF_FFFF_FF01
-    }
-    fn encode_payload(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
-        let b = self.0.as_bytes();
-        let capacity = out.len();
-        let dst = out.get_mut(..b.len()).ok_or(EncodeError::PayloadTooLarge {
-            type_name: Self::type_name(),
-            needed: b.len(),
-            capacity,
-        })?;
-        dst.copy_from_slice(b);
-        Ok(b.len())
-    }
-    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(Self(String::from_utf8_lossy(bytes).into_owned()))
-    }
 }
 
 /// A non-blocking send that did not happen; the message is handed back either way.
@@ -190,13 +133,6 @@ pub struct TerminateReport {
     pub returned: Vec<RawMessage>,
 }
 
-/// How long `call` spins for the reply before parking the task.
-const CALL_SPIN: Duration = Duration::from_micros(20);
-
-/// How long a waiting `call` (and an idle CPU worker) spins before it yields the core on each
-/// turn of its wait loop.
-pub const SPIN_BEFORE_YIELD: Duration = Duration::from_micros(2);
-
 /// The host's handle on a launched kernel. Cheap to clone.
 #[derive(Clone)]
 pub struct KernelHandle {
@@ -268,7 +204,7 @@ impl KernelHandle {
             state: self.cell.state(),
             messages_processed: c.messages_processed(),
             messages_in_flight: c.messages_in_flight(),
-            input_queue_depth: self.cell.input.len(),
+            input_queue_depth: self.cell.input().len(),
             output_queue_depth: self.cell.output_len(),
             last_error: self.cell.last_error(),
             last_error_code: c.last_error(),
@@ -347,7 +283,8 @@ impl KernelHandle {
         let cell = &*self.cell;
         cell.input_waiters
             .wait_until(|| {
-                (cell.input.len() < cell.input.capacity() || !cell.state().accepts_messages()).then_some(())
+                (cell.input().len() < cell.input().capacity() || !cell.state().accepts_messages())
+                    .then_some(())
             })
             .await;
     }
@@ -491,22 +428,17 @@ impl KernelHandle {
         };
         let mut guard = CallGuard { cell, ticket, done: false };
         self.push_wait(&req, ticket.correlation_id()).await?;
-        let start = Instant::now();
+        // After the first microseconds the wait gives the core away on each turn: on a small
+        // machine the worker running the kernel may share this core, and a pure spin would keep
+        // it off until this thread parks (docs/10: this was the round trip's p99 tail). Past the
+        // yield phase the task parks on the reply's waker.
+        let mut wait = Backoff::CALL_WAIT.waiter();
         let bytes = loop {
             if let core::task::Poll::Ready(b) = cell.replies.poll_take(ticket, None) {
                 break b;
             }
-            let e = start.elapsed();
-            if e > CALL_SPIN {
+            if wait.snooze().is_some() {
                 break poll_fn(|cx| cell.replies.poll_take(ticket, Some(cx))).await;
-            }
-            // After the first microseconds, give the core away on each turn: on a small machine
-            // the worker running the kernel may share this core, and a pure spin would keep it
-            // off until this thread parks (docs/10: this was the round trip's p99 tail).
-            if e > SPIN_BEFORE_YIELD {
-                std::thread::yield_now();
-            } else {
-                core::hint::spin_loop();
             }
         };
         guard.done = true;

@@ -31,7 +31,7 @@ pub(crate) fn validate(cell: &KernelCell, host_clock: &HlcClock, bytes: &[u8]) -
     if !state.accepts_messages() {
         return Err(cell.not_accepting());
     }
-    let slot = cell.input.slot_size() as usize;
+    let slot = cell.input().slot_size() as usize;
     if bytes.len() > slot {
         return Err(Error::Oversized { kernel: cell.name().to_string(), len: bytes.len(), max: slot });
     }
@@ -55,20 +55,7 @@ pub(crate) fn validate(cell: &KernelCell, host_clock: &HlcClock, bytes: &[u8]) -
     if header.destination != 0 && header.destination != cell.id().0 {
         return refuse(format!("destination {} is not kernel {}", header.destination, cell.id()));
     }
-    let Some(def) = cell.def() else {
-        return Err(cell.check_accepts(header.type_id, "?").expect_err("a kernel without handlers"));
-    };
-    match def.check_payload(header.type_id, payload) {
-        None => {
-            return Err(Error::UnknownMessageType {
-                kernel: cell.name().to_string(),
-                type_id: header.type_id,
-                type_name: "(raw bytes)".to_string(),
-                accepted: def.accepted(),
-            })
-        }
-        Some(r) => r?,
-    }
+    cell.check_payload(header.type_id, payload)?;
     host_clock.update(&HlcTimestamp::from_packed(header.hlc, header.hlc_node))?;
     Ok(header)
 }

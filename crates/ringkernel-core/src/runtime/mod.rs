@@ -6,33 +6,37 @@
 //! gets it running when work arrives. Everything the host does (send, receive, call, lifecycle)
 //! goes through [`KernelHandle`] and the shared [`KernelCell`], so it is the same on every backend.
 
+mod accepts;
 mod cell;
 mod context;
 mod definition;
-pub mod device_host;
+mod envelope;
 mod exec;
+pub(crate) mod failure;
 mod handle;
 mod ingress;
 mod options;
 mod reply;
 mod state;
 
+pub use accepts::{payload_check, AcceptedTypes, PayloadCheck};
 pub use cell::{Directory, Doorbell, InputPush, KernelCell, Waiters};
 pub use context::{Context, ExecLocal, Target};
 #[doc(hidden)]
 pub use definition::inventory;
 pub use definition::{
-    payload_check, BoxedState, DispatchError, GpuProgram, HandlerEntry, HandlerError, HandlerOutput,
-    KernelCatalog, KernelDef, KernelRegistration, PayloadCheck,
+    BoxedState, DispatchError, GpuProgram, HandlerEntry, HandlerError, HandlerOutput, KernelCatalog,
+    KernelDef, KernelRegistration,
 };
+pub use envelope::{ErrorReply, RawMessage};
 pub use exec::{HostExecutor, RunOutcome};
-pub use handle::{
-    ErrorReply, KernelHandle, KernelStatus, RawMessage, Received, ReceivedMeta, TerminateReport,
-    TrySendError, SPIN_BEFORE_YIELD,
-};
+pub use handle::{KernelHandle, KernelStatus, Received, ReceivedMeta, TerminateReport, TrySendError};
 pub use options::{
     Backend, LaunchOptions, Placement, RestartPolicy, DEFAULT_QUEUE_CAPACITY, MAX_MESSAGE_BYTES,
     MAX_PENDING_CALLS,
 };
 pub use reply::{Delivery, ReplyTable, Ticket};
 pub use state::KernelState;
+
+/// Re-exported from [`crate::backoff`], where the policies that use it are.
+pub use crate::backoff::SPIN_BEFORE_YIELD;

@@ -207,6 +207,8 @@ impl ReplyTable {
     pub fn cancel(&self, ticket: Ticket) -> Option<Vec<u8>> {
         let slot = &self.slots()[ticket.index as usize];
         let gen = u64::from(ticket.generation) << 32;
+        // A producer is filling the slot (a copy, no waiting): yield until it is done.
+        let mut filling = crate::backoff::Backoff::YIELD_POLL.waiter();
         loop {
             match slot.word.compare_exchange(
                 gen | WAITING,
@@ -215,7 +217,7 @@ impl ReplyTable {
                 Ordering::Acquire,
             ) {
                 Ok(_) => return None,
-                Err(w) if w == gen | FILLING => std::thread::yield_now(),
+                Err(w) if w == gen | FILLING => filling.wait(),
                 Err(w) if w == gen | READY => {
                     return match self.poll_take(ticket, None) {
                         Poll::Ready(b) => Some(b),

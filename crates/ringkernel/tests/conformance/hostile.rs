@@ -39,13 +39,7 @@ fn set(bytes: &mut [u8], name: &str, value: u64) {
 /// Pushes bytes straight into the kernel's input ring, skipping the ingress rules (what a
 /// corrupted transfer or a bug in a backend would do).
 fn push_unchecked(k: &KernelHandle, bytes: &[u8]) {
-    let pushed = k.cell().input.try_push_with(|slot| {
-        slot[..bytes.len()].copy_from_slice(bytes);
-        Ok::<_, ()>(bytes.len())
-    });
-    assert_eq!(pushed, Ok(Some(())));
-    k.cell().control.add_in_flight(1);
-    k.cell().ring();
+    assert_eq!(k.cell().push_input_bytes(bytes), InputPush::Pushed);
 }
 
 pub(super) async fn hostile_bytes(backend: Setup) {
@@ -53,7 +47,7 @@ pub(super) async fn hostile_bytes(backend: Setup) {
     let Some(rt) = runtime_with(backend, defs).await else { return };
     let k = rt.launch("target", LaunchOptions::default()).await.unwrap();
     let other = rt.launch("bystander", LaunchOptions::default()).await.unwrap();
-    let slot = k.cell().input.slot_size() as usize;
+    let slot = k.cell().input().slot_size() as usize;
 
     // A valid envelope goes through.
     k.try_send_bytes(&envelope(Num { seq: 1, value: 5 })).unwrap();
