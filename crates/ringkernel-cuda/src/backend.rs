@@ -521,7 +521,7 @@ impl CudaBackend {
         let program = def
             .gpu_program::<CudaProgram>("cuda")
             .ok_or_else(|| gpu_err("the kernel definition carries no CudaProgram".into()))?;
-        let source = program.cuda_source().map_err(&gpu_err)?;
+        let source = self.shared.dev.source(program).map_err(&gpu_err)?;
         let sh = &*self.shared;
         if sh.live.fetch_add(1, Ordering::AcqRel) >= sh.config.max_kernels {
             sh.live.fetch_sub(1, Ordering::AcqRel);

@@ -1,7 +1,9 @@
 //! What the backend needs from "a device": mapped and device memory, compiling a generated
 //! source, launching a persistent kernel and asking whether it ended. Two implementations:
 //! [`crate::driver`] (the CUDA driver through cudarc) and [`crate::emulator`] (host threads
-//! running the same generated source compiled as C, for machines without a GPU).
+//! running the same generated kernel as host C, for machines without a GPU).
+
+use crate::program::CudaProgram;
 
 /// Pinned host memory mapped into the device: one allocation, two addresses.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +48,9 @@ pub(crate) trait Device: Send + Sync + 'static {
     fn write_device(&self, dst: u64, data: &[u8]) -> Result<(), String>;
     /// Copies device memory into host bytes.
     fn read_device(&self, src: u64, out: &mut [u8]) -> Result<(), String>;
+    /// The program's generated source for this device's compiler (CUDA C for the driver, host C
+    /// for the emulation); `Err` is a generation error of the program, not a device failure.
+    fn source<'p>(&self, program: &'p CudaProgram) -> Result<&'p str, String>;
     /// Compiles a generated kernel source; `kernel` names it in errors.
     fn compile(&self, kernel: &str, source: &str) -> Result<ModuleId, String>;
     /// Launches the module's persistent entry point with the parameter block at `params`.

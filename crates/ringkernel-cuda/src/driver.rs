@@ -14,6 +14,7 @@
 //!   limit of concurrent kernels); `cuStreamQuery` says when it has returned, or that it faulted.
 
 use crate::device::{Device, LaunchId, Mapped, ModuleId};
+use crate::program::CudaProgram;
 use cudarc::driver::{result, sys};
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
@@ -169,6 +170,9 @@ impl Device for Driver {
                 .map_err(|e| driver_err("cuMemcpyDtoHAsync", e))?;
             result::stream::synchronize(self.copy_stream).map_err(|e| driver_err("cuStreamSynchronize", e))
         }
+    }
+    fn source<'p>(&self, program: &'p CudaProgram) -> Result<&'p str, String> {
+        program.cuda_source()
     }
     fn compile(&self, kernel: &str, source: &str) -> Result<ModuleId, String> {
         self.current()?;

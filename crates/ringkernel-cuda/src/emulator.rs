@@ -1,11 +1,12 @@
-//! Host emulation of a CUDA device: the generated kernel source (the very text NVRTC compiles
-//! for the GPU) is compiled as C11 by the host C compiler, where the shim in `runtime.cuh` maps
-//! the device atomics to C11 atomics and `__nanosleep` to a yield/sleep back-off, and each
-//! persistent kernel runs on its own host thread. "Mapped" and "device" memory are both plain
+//! Host emulation of a CUDA device: the generated kernel for the host C target (the text NVRTC
+//! compiles for the GPU, but for the device primitives: `ringkernel_codegen::host_c` maps the
+//! device atomics to C11 atomics and `__nanosleep` to a yield/sleep back-off) is compiled as C11
+//! by the host C compiler, and each persistent kernel runs on its own host thread. "Mapped" and "device" memory are both plain
 //! host memory. This is how CI runs the CUDA backend's whole host side and the device-side
 //! protocol without a GPU; it is never chosen by `Backend::Auto`.
 
 use crate::device::{Device, LaunchId, Mapped, ModuleId};
+use crate::program::CudaProgram;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -90,6 +91,9 @@ impl Device for Emulator {
         // could give a torn copy; the only caller reads an inbox after its kernel ended).
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, out.as_mut_ptr(), out.len()) };
         Ok(())
+    }
+    fn source<'p>(&self, program: &'p CudaProgram) -> Result<&'p str, String> {
+        program.host_c_source()
     }
     fn compile(&self, kernel: &str, source: &str) -> Result<ModuleId, String> {
         let hash = crate::program::fnv1a(source.as_bytes());
