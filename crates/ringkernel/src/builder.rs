@@ -295,8 +295,8 @@ impl RingKernel {
         let cell = match (&inner.cuda, &def) {
             (Some(c), Some(d)) if ringkernel_cuda::CudaBackend::can_run(d) => {
                 let input = c.input_ring(&options).map_err(|e| match e {
-                    Error::Gpu { backend, detail, .. } => {
-                        Error::Gpu { backend, kernel: name.to_string(), detail }
+                    Error::Gpu { backend, detail, source, .. } => {
+                        Error::Gpu { backend, kernel: name.to_string(), detail, source }
                     }
                     e => e,
                 })?;
@@ -377,11 +377,11 @@ impl RingKernel {
             let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
             return ringkernel_core::gpu::decode::<S>(&bytes, S::GPU_NAME).map_err(Error::from);
         }
-        Err(Error::Gpu {
-            backend: self.inner.backend.name(),
-            kernel: kernel.name().to_string(),
-            detail: "state snapshots are available for kernels on the CUDA backend".into(),
-        })
+        Err(Error::gpu(
+            self.inner.backend.name(),
+            kernel.name(),
+            "state snapshots are available for kernels on the CUDA backend",
+        ))
     }
 
     /// The GPU adapter in use, if the runtime runs on a GPU backend.
