@@ -7,5 +7,5 @@
 mod adder_types;
 
 fn main() {
-    print!("{}", adder_types::adder_source());
+    print!("{}", adder_types::adder_source::<ringkernel_codegen::cuda::CudaC>());
 }

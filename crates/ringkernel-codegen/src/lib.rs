@@ -1,4 +1,5 @@
-//! Device-side declarations of RingKernel's shared layouts, generated from the Rust layout tables.
+//! RingKernel's device code generator: declarations of the shared layouts, and complete kernels
+//! for every GPU target, generated from the Rust layout tables and types.
 //!
 //! The control block, queue header, slot metadata and envelope header are `#[repr(C)]` on the Rust
 //! side, with compile-time offset assertions and exported `(name, offset, size)` tables. This crate
@@ -10,19 +11,21 @@
 //!   compiler sees the same offsets as Rust; `tests/c_layout.rs` compiles it with the host C
 //!   compiler and compares `offsetof` for every field with the Rust tables.
 //!
-//! * [`cuda::emit_cuda_kernel`]: a complete CUDA C source for one kernel: the layout header, the
-//!   device runtime (`src/cuda/runtime.cuh`: slot-ring protocol, control block, HLC), the message
-//!   types, send/reply helpers, dispatch and a persistent loop around handlers written in C
-//!   against those declarations. The same text compiles for the GPU (NVRTC at launch in
-//!   `ringkernel-cuda`, and `scripts/cuda_compile_check.py` in CI) and, through a host shim
-//!   selected by the absence of `__CUDACC__`, as plain C, which `tests/host_shim.rs` and the
-//!   CUDA backend's host emulation run on host threads against the Rust host side.
+//! * [`types`]: the target-neutral description of a kernel's types ([`types::GpuTypeDesc`],
+//!   from the Rust [`GpuType`](ringkernel_core::gpu::GpuType) descriptions) and the one type check
+//!   every target shares; [`program`]: the neutral description of a program (types, routes,
+//!   error texts) and the one program type every backend uses, `Program<Target>`.
 //!
-//! * [`cuda_types::emit_c_types`]: C structs, readers and writers of GPU-layout message types for
-//!   CUDA handlers, from the same `GpuType` description as the Rust codec and the WGSL structs.
-//!
-//! * [`wgsl`]: the wgpu backend's WGSL modules (declarations from the Rust types, device runtime,
-//!   dispatch wrapper); validated with naga and run on lavapipe in CI.
+//! * One emitter per target: [`wgsl`] (the wgpu backend's WGSL modules: declarations, device
+//!   runtime, dispatch wrapper; validated with naga and run on lavapipe in CI) and the C family:
+//!   [`c_family`] emits a complete persistent kernel (the layout header, the device runtime
+//!   `src/c_family/runtime.h`, the message types, send/reply helpers, dispatch and a persistent
+//!   loop around handlers written in C against those declarations) for a dialect that supplies
+//!   only the device primitives: [`cuda::CudaC`] (compiled by NVRTC at launch in
+//!   `ringkernel-cuda`, and by `scripts/cuda_compile_check.py` in CI) and [`host_c::HostC`]
+//!   (compiled as C11 by the host compiler: `tests/host_shim.rs` and the CUDA backend's host
+//!   emulation run it on host threads against the Rust host side). Another target (MSL) is one
+//!   more module of either kind.
 //!
 //! What is not here yet: CUDA handlers run on one GPU thread (no block-wide parallelism inside a
 //! handler).
@@ -53,15 +56,15 @@ pub const LAYOUTS: &[Layout] = &[
     Layout { name: "rk_envelope_header", size: ENVELOPE_HEADER_SIZE, align: 8, fields: ENVELOPE_FIELDS },
     Layout {
         name: "rk_kernel_params",
-        size: cuda::KERNEL_PARAMS_SIZE,
+        size: c_family::KERNEL_PARAMS_SIZE,
         align: 8,
-        fields: cuda::KERNEL_PARAMS_FIELDS,
+        fields: c_family::KERNEL_PARAMS_FIELDS,
     },
     Layout {
         name: "rk_route_entry",
-        size: cuda::ROUTE_ENTRY_SIZE,
+        size: c_family::ROUTE_ENTRY_SIZE,
         align: 8,
-        fields: cuda::ROUTE_ENTRY_FIELDS,
+        fields: c_family::ROUTE_ENTRY_FIELDS,
     },
 ];
 
@@ -133,9 +136,6 @@ fn write_struct(out: &mut String, l: &Layout) {
     out.push('\n');
 }
 
-/// Device runtime shared by every generated kernel (see the crate docs).
-pub const CUDA_RUNTIME: &str = include_str!("cuda/runtime.cuh");
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +159,13 @@ mod tests {
     }
 }
 
+/// Error codes the generated code reports (defined in `ringkernel_core::gpu::err`, shared by
+/// every GPU backend).
+pub use ringkernel_core::gpu::err;
+
+pub mod c_family;
 pub mod cuda;
-pub mod cuda_types;
+pub mod host_c;
 pub mod program;
+pub mod types;
 pub mod wgsl;

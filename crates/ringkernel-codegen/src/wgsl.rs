@@ -1,6 +1,7 @@
-//! WGSL generation for the wgpu backend: the declarations a WGSL handler is written against, and
-//! the dispatch wrapper around it, produced from the Rust types ([`GpuType`]) and the envelope
-//! layout table, so that nothing is written twice by hand.
+//! The WGSL target, for the wgpu backend: the declarations a WGSL handler is written against and
+//! the dispatch wrapper around it, produced from the neutral type description
+//! ([`crate::types`]) and the envelope layout table, so that nothing is written twice by hand;
+//! and [`WgslTarget`], what a `WgslProgram` (`Program<WgslTarget>`) adds to the shared program.
 //!
 //! # Memory model (the 32-bit variant of the core layout)
 //!
@@ -15,7 +16,7 @@
 //!   as low/high word pairs), then the payload in the [`ringkernel_core::gpu`] word layout.
 //!   Head and tail are free-running `u32` counters in the control block; slot = counter &
 //!   (capacity − 1).
-//! * The kernel's state (its [`GpuType`] words) and a scratch area for building outputs.
+//! * The kernel's state (its [`GpuType`](ringkernel_core::gpu::GpuType) words) and a scratch area for building outputs.
 //!
 //! A kernel runs as one dispatch of one invocation that handles, in order, every message queued
 //! when it starts (`[head, tail)` at entry), so messages of one kernel are handled sequentially,
@@ -26,9 +27,13 @@
 //! `rk_mem` between submissions (it waits for each one to finish), which is what makes its
 //! `in_tail` / `out_head` updates race-free.
 
-use ringkernel_core::gpu::{GpuField, GpuFieldKind, GpuScalar, GpuType};
+use crate::err;
+use crate::program::{Program, ProgramTarget};
+use crate::types::{CodegenError, GpuTypeDesc, KernelTypes};
+use ringkernel_core::gpu::{GpuFieldKind, GpuScalar};
 use ringkernel_core::message::{RingMessage, ENVELOPE_FIELDS, ENVELOPE_MAGIC, ENVELOPE_VERSION};
 use std::fmt::Write;
+use std::sync::OnceLock;
 
 /// Words at the start of `rk_mem` reserved for globals.
 pub const GLOBAL_WORDS: u32 = 32;
@@ -102,71 +107,15 @@ pub mod ctrl {
     pub const BLOCKED: u32 = 23;
 }
 
-/// Error codes the generated code reports (defined in `ringkernel_core::gpu::err`, shared by
-/// every GPU backend).
-pub use ringkernel_core::gpu::err;
-
-/// A GPU-visible type: name, fields and, for messages, the type id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WgslType {
-    /// Struct name.
-    pub name: &'static str,
-    /// Fields in word-layout order.
-    pub fields: &'static [GpuField],
-    /// Message type id (`None` for state types).
-    pub type_id: Option<u64>,
-}
-
-impl WgslType {
-    /// A state (non-message) type.
-    #[must_use]
-    pub fn of<T: GpuType>() -> Self {
-        Self { name: T::GPU_NAME, fields: T::GPU_FIELDS, type_id: None }
-    }
-
-    /// A message type.
-    #[must_use]
-    pub fn message<T: GpuType + RingMessage>() -> Self {
-        Self { name: T::GPU_NAME, fields: T::GPU_FIELDS, type_id: Some(T::message_type()) }
-    }
-
-    /// Words of the fixed part.
-    #[must_use]
-    pub fn fixed_words(&self) -> u32 {
-        self.fields.iter().map(|f| f.kind.fixed_words()).sum()
-    }
-}
-
 /// Everything needed to generate one kernel's WGSL module.
 #[derive(Debug, Clone)]
 pub struct WgslKernelSpec<'a> {
-    /// The state struct (no `Vec` fields).
-    pub state: WgslType,
-    /// Every message type the kernel reads or writes.
-    pub messages: &'a [WgslType],
-    /// Type ids with a handler `on_<Name>(m: Name)` in `user_source`.
-    pub handled: &'a [u64],
+    /// The kernel's state and message types.
+    pub types: KernelTypes<'a>,
     /// Most messages one handler call sends to any one destination (own output, or one route).
     pub max_sends: u32,
     /// The user's WGSL: handler functions and whatever helpers they need.
     pub user_source: &'a str,
-}
-
-/// Why a kernel cannot be generated.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WgslGenError {
-    /// The state type has a `Vec` field.
-    #[error("state type {0} has a Vec field; kernel state must have a fixed size")]
-    StateHasSlice(&'static str),
-    /// A handled type is not among the messages.
-    #[error("handled type id {0:#x} is not among the kernel's message types")]
-    UnknownHandled(u64),
-    /// Two message types share a name.
-    #[error("two message types are named {0}")]
-    DuplicateName(&'static str),
-    /// A message type has no type id.
-    #[error("type {0} is listed as a message but has no type id")]
-    NotAMessage(&'static str),
 }
 
 fn field_wgsl(kind: GpuFieldKind) -> String {
@@ -197,7 +146,7 @@ fn write_scalar(s: GpuScalar, at: &str, v: &str) -> String {
 }
 
 /// Emits the struct, reader, writer and size function of one type.
-fn emit_type(out: &mut String, t: &WgslType) {
+fn emit_type(out: &mut String, t: &GpuTypeDesc) {
     let n = t.name;
     let _ = writeln!(out, "struct {n} {{");
     if t.fields.is_empty() {
@@ -284,7 +233,7 @@ fn emit_type(out: &mut String, t: &WgslType) {
 }
 
 /// Emits the send/reply/emit helpers of one message type.
-fn emit_send_helpers(out: &mut String, t: &WgslType) {
+fn emit_send_helpers(out: &mut String, t: &GpuTypeDesc) {
     let n = t.name;
     let _ = writeln!(
         out,
@@ -306,34 +255,10 @@ fn emit_send_helpers(out: &mut String, t: &WgslType) {
     );
 }
 
-/// Checks what every kernel generator needs of its types: a fixed-size state, messages with
-/// type ids and names distinct from each other and from the state, handlers only for them.
-pub(crate) fn check_kernel_types(
-    state: WgslType,
-    messages: &[WgslType],
-    handled: &[u64],
-) -> Result<(), WgslGenError> {
-    if state.fields.iter().any(|f| matches!(f.kind, GpuFieldKind::Slice(_))) {
-        return Err(WgslGenError::StateHasSlice(state.name));
-    }
-    for (i, m) in messages.iter().enumerate() {
-        if m.type_id.is_none() {
-            return Err(WgslGenError::NotAMessage(m.name));
-        }
-        if messages[..i].iter().any(|o| o.name == m.name) || m.name == state.name {
-            return Err(WgslGenError::DuplicateName(m.name));
-        }
-    }
-    match handled.iter().find(|&&id| !messages.iter().any(|m| m.type_id == Some(id))) {
-        Some(&id) => Err(WgslGenError::UnknownHandled(id)),
-        None => Ok(()),
-    }
-}
-
 /// Emits the declarations a handler is written against: constants from the envelope table, the
 /// bindings, the runtime helpers, and every message and state type.
-pub fn emit_wgsl_declarations(spec: &WgslKernelSpec<'_>) -> Result<String, WgslGenError> {
-    check_kernel_types(spec.state, spec.messages, spec.handled)?;
+pub fn emit_wgsl_declarations(spec: &WgslKernelSpec<'_>) -> Result<String, CodegenError> {
+    spec.types.check()?;
     let mut out = String::new();
     out.push_str(
         "// Generated by ringkernel-codegen from the Rust layout tables and types. Do not edit.\n\n",
@@ -399,11 +324,11 @@ pub fn emit_wgsl_declarations(spec: &WgslKernelSpec<'_>) -> Result<String, WgslG
     }
     out.push_str(include_str!("wgsl/runtime.wgsl"));
     out.push_str("\n// ---- State ----\n");
-    emit_type(&mut out, &spec.state);
-    let sname = spec.state.name;
+    emit_type(&mut out, &spec.types.state);
+    let sname = spec.types.state.name;
     let _ = writeln!(out, "var<private> rk_state: {sname};");
     out.push_str("\n// ---- Messages ----\n");
-    for m in spec.messages {
+    for m in spec.types.messages {
         emit_type(&mut out, m);
         emit_send_helpers(&mut out, m);
     }
@@ -412,12 +337,12 @@ pub fn emit_wgsl_declarations(spec: &WgslKernelSpec<'_>) -> Result<String, WgslG
 
 /// Emits the complete WGSL module of one kernel: declarations, the user's handlers and the
 /// dispatch wrapper (entry point `rk_main`).
-pub fn emit_wgsl_kernel(spec: &WgslKernelSpec<'_>) -> Result<String, WgslGenError> {
+pub fn emit_wgsl_kernel(spec: &WgslKernelSpec<'_>) -> Result<String, CodegenError> {
     let mut out = emit_wgsl_declarations(spec)?;
     out.push_str("\n// ---- User handlers ----\n");
     out.push_str(spec.user_source);
     out.push_str("\n\n// ---- Dispatch wrapper ----\nfn rk_dispatch(p: u32, n: u32) {\n");
-    for m in spec.messages.iter().filter(|m| m.type_id.is_some_and(|id| spec.handled.contains(&id))) {
+    for m in spec.types.handled_messages() {
         let name = m.name;
         let _ = writeln!(
             out,
@@ -429,7 +354,7 @@ pub fn emit_wgsl_kernel(spec: &WgslKernelSpec<'_>) -> Result<String, WgslGenErro
         );
     }
     out.push_str("    rk_error(RK_ERR_UNKNOWN_TYPE);\n}\n\n");
-    let sname = spec.state.name;
+    let sname = spec.types.state.name;
     let _ = writeln!(
         out,
         "@compute @workgroup_size(1)\nfn rk_main() {{\n    \
@@ -443,4 +368,71 @@ pub fn emit_wgsl_kernel(spec: &WgslKernelSpec<'_>) -> Result<String, WgslGenErro
          rk_end_dispatch();\n}}"
     );
     Ok(out)
+}
+
+/// The WGSL target of a program (`WgslProgram` = `Program<WgslTarget>`): its `max_sends` and
+/// its generated module.
+#[derive(Debug)]
+pub struct WgslTarget {
+    max_sends: u32,
+    module: OnceLock<Result<String, String>>,
+}
+
+impl Default for WgslTarget {
+    fn default() -> Self {
+        Self { max_sends: 1, module: OnceLock::new() }
+    }
+}
+
+impl ProgramTarget for WgslTarget {
+    const BACKEND: ringkernel_core::runtime::Backend = ringkernel_core::runtime::Backend::Wgpu;
+    const PROGRAM: &'static str = "WgslProgram";
+    const LANGUAGE: &'static str = "WGSL";
+
+    fn describe_error(&self, code: u32) -> String {
+        match code {
+            err::MALFORMED => {
+                "malformed message (the payload is not whole words, misses fixed fields, or a slice lies outside it)"
+                    .into()
+            }
+            err::TOO_MANY_SENDS => format!(
+                "the handler sent more messages to one destination than max_sends ({}) allows",
+                self.max_sends
+            ),
+            c => format!("WGSL handler error code {c}"),
+        }
+    }
+}
+
+impl Program<WgslTarget> {
+    /// Most messages one handler call sends to one destination (default 1). The kernel handles a
+    /// message only when every destination has this much room, so sends never fail for lack of
+    /// space; a handler that sends more than declared fails its kernel.
+    #[must_use]
+    pub fn max_sends(mut self, n: u32) -> Self {
+        self.target.max_sends = n.max(1);
+        self
+    }
+
+    /// The declared `max_sends`.
+    #[must_use]
+    pub fn max_sends_value(&self) -> u32 {
+        self.target.max_sends
+    }
+
+    /// The complete generated WGSL module (cached).
+    pub fn wgsl(&self) -> Result<&str, String> {
+        self.target
+            .module
+            .get_or_init(|| {
+                let spec = WgslKernelSpec {
+                    types: self.spec.types(),
+                    max_sends: self.target.max_sends,
+                    user_source: &self.source,
+                };
+                emit_wgsl_kernel(&spec).map_err(|e| e.to_string())
+            })
+            .as_deref()
+            .map_err(Clone::clone)
+    }
 }

@@ -1,10 +1,12 @@
-//! Runs the generated persistent-kernel code (the exact text NVRTC compiles for the GPU) on a host
-//! thread, through the C host shim, against the Rust host side: the control block and slot rings
-//! are `ringkernel-core`'s, messages are encoded and decoded by `ringkernel-core`'s codec.
+//! Runs the generated persistent-kernel code (the host C target: the text NVRTC compiles for the
+//! GPU but for the device primitives) on a host thread against the Rust host side: the control
+//! block and slot rings are `ringkernel-core`'s, messages are encoded and decoded by
+//! `ringkernel-core`'s codec.
 //! This is how CI exercises the device-side queue protocol without a GPU.
 
-use ringkernel_codegen::cuda::{ctl, KernelParams, RouteEntry, MAX_ROUTES};
-use ringkernel_codegen::wgsl::err;
+use ringkernel_codegen::c_family::{ctl, KernelParams, RouteEntry, MAX_ROUTES};
+use ringkernel_codegen::err;
+use ringkernel_codegen::host_c::HostC;
 use ringkernel_core::control_block::ControlBlock;
 use ringkernel_core::hlc::{HlcClock, HlcTimestamp};
 use ringkernel_core::message::{decode, decode_header, encode, EnvelopeMeta, FLAG_ERROR_REPLY, FLAG_REPLY};
@@ -28,7 +30,7 @@ fn build_kernel() -> Option<(*mut libc::c_void, KernelFn)> {
     }
     let dir = std::env::temp_dir().join(format!("ringkernel-shim-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("adder.c"), adder_source()).unwrap();
+    std::fs::write(dir.join("adder.c"), adder_source::<HostC>()).unwrap();
     let lib = dir.join("libadder.so");
     let out = Command::new(&cc)
         .args(["-std=gnu11", "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-o"])
@@ -184,4 +186,16 @@ fn generated_kernel_serves_the_rust_host_side() {
     assert!(output.try_pop_with(|_| ()).is_none(), "nothing else left");
     assert_eq!(u64::from(state[0]) | (u64::from(state[1]) << 32), total, "state persists in device memory");
     assert_eq!(u64::from(state[2]), N, "second state field");
+}
+
+/// The host C kernel this test runs is the GPU's CUDA C kernel with only the device primitives
+/// swapped, so what runs here is what NVRTC compiles.
+#[test]
+fn host_c_differs_from_cuda_c_only_in_the_primitives() {
+    use ringkernel_codegen::c_family::CDialect;
+    use ringkernel_codegen::cuda::CudaC;
+    let host = adder_source::<HostC>();
+    assert_eq!(host.matches(HostC::PRIMITIVES).count(), 1);
+    assert_eq!(host.replace(HostC::PRIMITIVES, CudaC::PRIMITIVES), adder_source::<CudaC>());
+    assert!(!host.contains("__nanosleep") && !host.contains("asm volatile"));
 }

@@ -1,7 +1,8 @@
 //! Every generated WGSL module must parse and validate with naga (the shader compiler wgpu uses),
 //! and its constants must equal the Rust layout tables.
 
-use ringkernel_codegen::wgsl::{emit_wgsl_kernel, WgslGenError, WgslKernelSpec, WgslType};
+use ringkernel_codegen::types::{CodegenError, GpuTypeDesc, KernelTypes};
+use ringkernel_codegen::wgsl::{emit_wgsl_kernel, WgslKernelSpec};
 use ringkernel_core::gpu::GpuType;
 use ringkernel_core::message::ENVELOPE_FIELDS;
 use ringkernel_derive::{GpuType, RingMessage};
@@ -65,11 +66,9 @@ fn validate(src: &str) {
 
 #[test]
 fn generated_kernel_validates() {
-    let messages = [WgslType::message::<Every>(), WgslType::message::<Done>()];
+    let messages = [GpuTypeDesc::message::<Every>(), GpuTypeDesc::message::<Done>()];
     let spec = WgslKernelSpec {
-        state: WgslType::of::<State>(),
-        messages: &messages,
-        handled: &[0x9001],
+        types: KernelTypes { state: GpuTypeDesc::of::<State>(), messages: &messages, handled: &[0x9001] },
         max_sends: 1,
         user_source: HANDLERS,
     };
@@ -79,11 +78,9 @@ fn generated_kernel_validates() {
 
 #[test]
 fn envelope_constants_match_the_rust_table() {
-    let messages = [WgslType::message::<Done>()];
+    let messages = [GpuTypeDesc::message::<Done>()];
     let spec = WgslKernelSpec {
-        state: WgslType::of::<State>(),
-        messages: &messages,
-        handled: &[],
+        types: KernelTypes { state: GpuTypeDesc::of::<State>(), messages: &messages, handled: &[] },
         max_sends: 1,
         user_source: "",
     };
@@ -111,17 +108,16 @@ fn find_const(module: &naga::Module, name: &str) -> u32 {
 
 #[test]
 fn bad_specs_are_errors() {
-    let messages = [WgslType::message::<Done>()];
+    let messages = [GpuTypeDesc::message::<Done>()];
     let spec = WgslKernelSpec {
-        state: WgslType::of::<BadState>(),
-        messages: &messages,
-        handled: &[],
+        types: KernelTypes { state: GpuTypeDesc::of::<BadState>(), messages: &messages, handled: &[] },
         max_sends: 1,
         user_source: "",
     };
-    assert_eq!(emit_wgsl_kernel(&spec).unwrap_err(), WgslGenError::StateHasSlice("BadState"));
-    let spec = WgslKernelSpec { state: WgslType::of::<State>(), handled: &[0x1234], ..spec };
-    assert_eq!(emit_wgsl_kernel(&spec).unwrap_err(), WgslGenError::UnknownHandled(0x1234));
+    assert_eq!(emit_wgsl_kernel(&spec).unwrap_err(), CodegenError::StateHasSlice("BadState"));
+    let types = KernelTypes { state: GpuTypeDesc::of::<State>(), handled: &[0x1234], ..spec.types };
+    let spec = WgslKernelSpec { types, ..spec };
+    assert_eq!(emit_wgsl_kernel(&spec).unwrap_err(), CodegenError::UnknownHandled(0x1234));
 }
 
 #[test]

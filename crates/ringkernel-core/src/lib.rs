@@ -31,7 +31,7 @@ pub mod runtime;
 mod sync;
 
 pub use control_block::ControlBlock;
-pub use error::{Error, Result};
+pub use error::{DeviceError, DeviceErrorKind, Error, Result};
 pub use hlc::{HlcClock, HlcTimestamp};
 pub use message::{KernelId, MessageId, RingMessage};
 

@@ -1,5 +1,5 @@
 //! Loom models of the CUDA backend's device-side protocols, transcribed from the generated CUDA C
-//! (`ringkernel-codegen/src/cuda.rs`, `runtime.cuh`) and the host agent
+//! (`ringkernel-codegen/src/c_family.rs`, `c_family/runtime.h`) and the host agent
 //! (`ringkernel-cuda/src/backend.rs`): the kernel is one loom thread, the host another, and each
 //! atomic access uses the ordering the code uses (`.sys` acquire/release ↔ Acquire/Release).
 //! Run with `RUSTFLAGS="--cfg ringkernel_loom" cargo test -p ringkernel-core --test

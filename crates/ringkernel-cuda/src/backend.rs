@@ -40,7 +40,7 @@
 //! its launch (an input queue also only after its cell is dropped), and a reused mapped block is
 //! zeroed first.
 
-use crate::device::{Device, LaunchId, Mapped};
+use crate::device::{Device, Failure, LaunchId, Mapped};
 use crate::program::CudaProgram;
 use core::mem::offset_of;
 use ringkernel_codegen::cuda::{ctl, KernelParams, RouteEntry, MAX_ROUTES, ROUTE_BASE};
@@ -50,7 +50,7 @@ use ringkernel_core::control_block::ControlBlock;
 use ringkernel_core::message::KernelId;
 use ringkernel_core::queue::{RawSlotRing, RingMemory, SlotRing};
 use ringkernel_core::runtime::{Directory, KernelCell, KernelDef, KernelState, LaunchOptions};
-use ringkernel_core::{Error, Result};
+use ringkernel_core::{DeviceError, Error, Result};
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -123,7 +123,7 @@ struct Retired {
 
 impl Retired {
     /// A free mapped block of exactly `len` bytes, zeroed, or a new one.
-    fn take_mapped(&mut self, dev: &dyn Device, len: usize) -> core::result::Result<Mapped, String> {
+    fn take_mapped(&mut self, dev: &dyn Device, len: usize) -> core::result::Result<Mapped, DeviceError> {
         if let Some(i) = self.mapped.iter().position(|m| m.len == len) {
             let m = self.mapped.swap_remove(i);
             // SAFETY: `m` is `len` bytes of mapped memory that no kernel and no host code uses
@@ -139,7 +139,7 @@ impl Retired {
 
     /// A free device block of exactly `len` bytes (contents undefined, as from `cuMemAlloc`), or
     /// a new one.
-    fn take_device(&mut self, dev: &dyn Device, len: usize) -> core::result::Result<u64, String> {
+    fn take_device(&mut self, dev: &dyn Device, len: usize) -> core::result::Result<u64, DeviceError> {
         if let Some(i) = self.device.iter().position(|&(_, l)| l == len) {
             return Ok(self.device.swap_remove(i).0);
         }
@@ -392,7 +392,7 @@ impl CudaBackend {
             Arc::new(crate::emulator::Emulator::new()?)
         } else {
             let info = crate::probe_device().map_err(|e| e.to_string())?;
-            Arc::new(crate::driver::Driver::open(&info)?)
+            Arc::new(crate::driver::Driver::open(&info).map_err(|e| e.to_string())?)
         };
         let shared = Arc::new(Shared {
             dev,
@@ -464,11 +464,7 @@ impl CudaBackend {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take_mapped(&*self.shared.dev, bytes);
-        let m = m.map_err(|detail| Error::Gpu {
-            backend: "cuda",
-            kernel: String::new(),
-            detail: format!("cannot allocate the input queue: {detail}"),
-        })?;
+        let m = m.map_err(|e| Error::gpu_device("cuda", "", "cannot allocate the input queue", e))?;
         let mem = InputMemory {
             m,
             dev: self.shared.dev.clone(),
@@ -488,7 +484,7 @@ impl CudaBackend {
         dir: &Arc<Directory>,
     ) -> Result<()> {
         let name = cell.name().to_string();
-        let gpu_err = |detail: String| Error::Gpu { backend: "cuda", kernel: name.clone(), detail };
+        let gpu_err = |detail: String| Error::gpu("cuda", name.clone(), detail);
         if let Some(f) = self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Err(gpu_err(format!("the device failed earlier: {f}")));
         }
@@ -496,7 +492,7 @@ impl CudaBackend {
         let program = def
             .gpu_program::<CudaProgram>()
             .ok_or_else(|| gpu_err("the kernel definition carries no CudaProgram".into()))?;
-        let source = program.cuda_source().map_err(&gpu_err)?;
+        let source = self.shared.dev.source(program).map_err(&gpu_err)?;
         let sh = &*self.shared;
         if sh.live.fetch_add(1, Ordering::AcqRel) >= sh.config.max_kernels {
             sh.live.fetch_sub(1, Ordering::AcqRel);
@@ -510,7 +506,7 @@ impl CudaBackend {
         if r.is_err() {
             sh.live.fetch_sub(1, Ordering::AcqRel);
         }
-        r.map_err(gpu_err)
+        r.map_err(|f| f.into_error(name))
     }
 
     fn attach_inner(
@@ -520,7 +516,7 @@ impl CudaBackend {
         def: &Arc<KernelDef>,
         program: &CudaProgram,
         source: &str,
-    ) -> core::result::Result<(), String> {
+    ) -> core::result::Result<(), Failure> {
         let sh = &*self.shared;
         let dev = &sh.dev;
         let module = dev.compile(cell.name(), source)?;
@@ -555,10 +551,10 @@ impl CudaBackend {
             Ok(d) => d,
             Err(e) => {
                 retire(block, None);
-                return Err(format!("out of device memory: {e}"));
+                return Err(e.into());
             }
         };
-        let init = || -> core::result::Result<RawSlotRing, String> {
+        let init = || -> core::result::Result<RawSlotRing, Failure> {
             // SAFETY: `block` is D2H_OFF + d2h_len fresh mapped bytes, 128-aligned at D2H_OFF; no
             // kernel uses it yet.
             let d2h = unsafe {
@@ -615,7 +611,7 @@ impl CudaBackend {
             Ok(l) => l,
             Err(e) => {
                 retire(block, Some(devmem));
-                return Err(e);
+                return Err(e.into());
             }
         };
         let routed = Arc::new(AtomicBool::new(false));
@@ -645,8 +641,8 @@ impl CudaBackend {
                 Ok(false) => {}
                 Ok(true) => return Err("the kernel returned right after its launch".into()),
                 Err(e) => {
-                    self.fault(&e);
-                    return Err(e);
+                    self.fault(&e.to_string());
+                    return Err(e.into());
                 }
             }
             if started.elapsed() > sh.config.start_timeout {
@@ -658,7 +654,8 @@ impl CudaBackend {
                 return Err(format!(
                     "the kernel did not start within {:?} (is the device full? CudaConfig::max_kernels)",
                     sh.config.start_timeout
-                ));
+                )
+                .into());
             }
             wait.wait();
         }
@@ -691,8 +688,7 @@ impl CudaBackend {
     /// `Error::Gpu` when the kernel does not answer within 200 ms (a handler still running, for
     /// example one waiting for room in a full K2K target) or is not running.
     pub fn state_words(&self, kernel: KernelId) -> Result<Vec<u32>> {
-        let gpu_err =
-            |detail: String| Error::Gpu { backend: "cuda", kernel: format!("#{}", kernel.0), detail };
+        let gpu_err = |detail: String| Error::gpu("cuda", format!("#{}", kernel.0), detail);
         let states = self.shared.states.lock().unwrap_or_else(|e| e.into_inner());
         let info =
             *states.get(&kernel.0).ok_or_else(|| gpu_err("no running CUDA kernel with this id".into()))?;
@@ -926,6 +922,7 @@ impl Poller {
             match sh.dev.finished(kernels[i].dev.launch) {
                 Ok(done) => kernels[i].dev.exited |= done,
                 Err(e) => {
+                    let e = e.to_string();
                     *sh.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
                     kernels.fail_all(self, &e);
                     return true;

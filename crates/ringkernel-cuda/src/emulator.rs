@@ -1,11 +1,13 @@
-//! Host emulation of a CUDA device: the generated kernel source (the very text NVRTC compiles
-//! for the GPU) is compiled as C11 by the host C compiler, where the shim in `runtime.cuh` maps
-//! the device atomics to C11 atomics and `__nanosleep` to a yield/sleep back-off, and each
-//! persistent kernel runs on its own host thread. "Mapped" and "device" memory are both plain
+//! Host emulation of a CUDA device: the generated kernel for the host C target (the text NVRTC
+//! compiles for the GPU, but for the device primitives: `ringkernel_codegen::host_c` maps the
+//! device atomics to C11 atomics and `__nanosleep` to a yield/sleep back-off) is compiled as C11
+//! by the host C compiler, and each persistent kernel runs on its own host thread. "Mapped" and "device" memory are both plain
 //! host memory. This is how CI runs the CUDA backend's whole host side and the device-side
 //! protocol without a GPU; it is never chosen by `Backend::Auto`.
 
-use crate::device::{Device, LaunchId, Mapped, ModuleId};
+use crate::device::{unknown_id, Device, LaunchId, Mapped, ModuleId};
+use crate::program::CudaProgram;
+use ringkernel_core::{DeviceError, DeviceErrorKind};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -50,6 +52,10 @@ impl Emulator {
     }
 }
 
+fn other(call: &'static str, detail: impl Into<String>) -> DeviceError {
+    DeviceError::new(DeviceErrorKind::Other, call, detail)
+}
+
 impl Device for Emulator {
     fn describe(&self) -> String {
         "CUDA host emulation (no GPU: generated kernels run as C on host threads)".into()
@@ -57,11 +63,15 @@ impl Device for Emulator {
     fn emulated(&self) -> bool {
         true
     }
-    fn alloc_mapped(&self, len: usize) -> Result<Mapped, String> {
+    fn alloc_mapped(&self, len: usize) -> Result<Mapped, DeviceError> {
         // SAFETY: non-zero size (at least 128).
         let host = unsafe { std::alloc::alloc_zeroed(Self::layout(len)) };
         if host.is_null() {
-            return Err(format!("out of host memory ({len} bytes)"));
+            return Err(DeviceError::new(
+                DeviceErrorKind::OutOfMemory,
+                "alloc_zeroed",
+                format!("{len} bytes"),
+            ));
         }
         Ok(Mapped { host, dev: host as u64, len })
     }
@@ -69,29 +79,32 @@ impl Device for Emulator {
         // SAFETY: allocated in alloc_mapped with the same layout; the backend frees it once.
         unsafe { std::alloc::dealloc(m.host, Self::layout(m.len)) };
     }
-    fn device_address(&self, host: *mut u8) -> Result<u64, String> {
+    fn device_address(&self, host: *mut u8) -> Result<u64, DeviceError> {
         Ok(host as u64)
     }
-    fn alloc_device(&self, len: usize) -> Result<u64, String> {
+    fn alloc_device(&self, len: usize) -> Result<u64, DeviceError> {
         self.alloc_mapped(len).map(|m| m.dev)
     }
     fn free_device(&self, ptr: u64, len: usize) {
         self.free_mapped(Mapped { host: ptr as *mut u8, dev: ptr, len });
     }
-    fn write_device(&self, dst: u64, data: &[u8]) -> Result<(), String> {
+    fn write_device(&self, dst: u64, data: &[u8]) -> Result<(), DeviceError> {
         // SAFETY: `dst` came from alloc_device with room for the write (the backend's layout);
         // the running kernel does not touch these bytes while the host writes them (state is
         // rewritten only while a failed kernel waits for the restart generation to change).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len()) };
         Ok(())
     }
-    fn read_device(&self, src: u64, out: &mut [u8]) -> Result<(), String> {
+    fn read_device(&self, src: u64, out: &mut [u8]) -> Result<(), DeviceError> {
         // SAFETY: as in write_device, a range of a live allocation; a concurrent kernel write
         // could give a torn copy; the only caller reads an inbox after its kernel ended).
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, out.as_mut_ptr(), out.len()) };
         Ok(())
     }
-    fn compile(&self, kernel: &str, source: &str) -> Result<ModuleId, String> {
+    fn source<'p>(&self, program: &'p CudaProgram) -> Result<&'p str, String> {
+        program.host_c_source()
+    }
+    fn compile(&self, kernel: &str, source: &str) -> Result<ModuleId, DeviceError> {
         let hash = crate::program::fnv1a(source.as_bytes());
         let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&m) = t.by_source.get(&hash) {
@@ -99,31 +112,37 @@ impl Device for Emulator {
         }
         let src = self.dir.join(format!("k{hash:016x}.c"));
         let lib = self.dir.join(format!("k{hash:016x}.so"));
-        std::fs::write(&src, source).map_err(|e| format!("cannot write {}: {e}", src.display()))?;
+        std::fs::write(&src, source)
+            .map_err(|e| other("std::fs::write", format!("{}: {e}", src.display())))?;
         let out = Command::new(&self.cc)
             .args(["-std=gnu11", "-O2", "-Wall", "-Wno-unused-function", "-shared", "-fPIC", "-o"])
             .arg(&lib)
             .arg(&src)
             .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.cc))?;
+            .map_err(|e| other("std::process::Command::output", format!("cannot run {}: {e}", self.cc)))?;
         if !out.status.success() {
-            return Err(format!(
-                "the CUDA C of kernel {kernel:?} does not compile (host emulation, {}):\n{}",
-                self.cc,
-                String::from_utf8_lossy(&out.stderr)
+            return Err(DeviceError::new(
+                DeviceErrorKind::Compile,
+                "cc",
+                format!(
+                    "the CUDA C of kernel {kernel:?} does not compile (host emulation, {}):\n{}",
+                    self.cc,
+                    String::from_utf8_lossy(&out.stderr)
+                ),
             ));
         }
-        let path = CString::new(lib.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+        let path =
+            CString::new(lib.to_string_lossy().as_bytes()).map_err(|e| other("dlopen", e.to_string()))?;
         // SAFETY: dlopen/dlsym with NUL-terminated strings; the library was just built from a
         // generated source whose entry point has the `Entry` signature (one pointer argument).
         let entry = unsafe {
             let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
             if handle.is_null() {
-                return Err(format!("dlopen {} failed", lib.display()));
+                return Err(other("dlopen", lib.display().to_string()));
             }
             let sym = libc::dlsym(handle, c"rk_kernel_main".as_ptr());
             if sym.is_null() {
-                return Err("the compiled kernel has no rk_kernel_main".into());
+                return Err(other("dlsym", "the compiled kernel has no rk_kernel_main"));
             }
             (handle as usize, std::mem::transmute::<*mut libc::c_void, Entry>(sym))
         };
@@ -132,9 +151,9 @@ impl Device for Emulator {
         t.by_source.insert(hash, id);
         Ok(id)
     }
-    fn launch(&self, module: ModuleId, params: u64) -> Result<LaunchId, String> {
+    fn launch(&self, module: ModuleId, params: u64) -> Result<LaunchId, DeviceError> {
         let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = t.modules.get(module).ok_or("no such module")?.1;
+        let entry = t.modules.get(module).ok_or_else(|| unknown_id("std::thread::spawn", "module"))?.1;
         let handle = std::thread::Builder::new()
             .name("ringkernel-cuda-emu".into())
             .stack_size(1 << 20)
@@ -144,18 +163,28 @@ impl Device for Emulator {
                 // reports finished.
                 unsafe { entry(params as *mut u8) }
             })
-            .map_err(|e| format!("cannot start an emulated kernel thread: {e}"))?;
+            .map_err(|e| {
+                other("std::thread::spawn", format!("cannot start an emulated kernel thread: {e}"))
+            })?;
         t.launches.push(Some(handle));
         Ok(t.launches.len() - 1)
     }
-    fn finished(&self, launch: LaunchId) -> Result<bool, String> {
+    fn finished(&self, launch: LaunchId) -> Result<bool, DeviceError> {
         let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(slot) = t.launches.get_mut(launch) else { return Err("no such launch".into()) };
+        let Some(slot) = t.launches.get_mut(launch) else {
+            return Err(unknown_id("JoinHandle::is_finished", "launch"));
+        };
         match slot {
             None => Ok(true),
             Some(h) if h.is_finished() => {
                 let h = slot.take().expect("present");
-                h.join().map_err(|_| "the emulated kernel thread panicked".to_string())?;
+                h.join().map_err(|_| {
+                    DeviceError::new(
+                        DeviceErrorKind::Fault,
+                        "JoinHandle::join",
+                        "the emulated kernel thread panicked",
+                    )
+                })?;
                 Ok(true)
             }
             Some(_) => Ok(false),
@@ -166,5 +195,22 @@ impl Device for Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allocation_the_host_cannot_make_is_out_of_memory_with_its_call() {
+        let Ok(emu) = Emulator::new() else {
+            eprintln!("SKIP: no C compiler for the CUDA host emulation");
+            return;
+        };
+        let e = emu.alloc_device(1 << 62).expect_err("4 EiB do not fit");
+        assert!(e.is_out_of_memory(), "{e:?}");
+        assert_eq!(e.call(), "alloc_zeroed");
+        assert!(e.to_string().contains("out of device memory"), "{e}");
     }
 }

@@ -2,6 +2,7 @@
 //! generated kernel with the NVRTC of the `nvidia-cuda-nvrtc` wheel this way).
 
 use cudarc::nvrtc::result as nvrtc;
+use ringkernel_core::{DeviceError, DeviceErrorKind};
 use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -13,20 +14,38 @@ pub fn nvrtc_present() -> bool {
 }
 
 /// Compiles `source` to PTX for `compute_<major><minor>` (the text NVRTC returns, NUL
-/// excluded), or returns NVRTC's log; `kernel` names the source in errors. Never panics: a
-/// missing library or symbol is an error.
-pub fn compile_ptx(kernel: &str, source: &str, arch: (i32, i32)) -> Result<Vec<u8>, String> {
+/// excluded), or returns the failed NVRTC call (`nvrtcCompileProgram` with NVRTC's log when the
+/// source does not compile); `kernel` names the source in errors. Never panics: a missing
+/// library or symbol is an error.
+pub fn compile_ptx(kernel: &str, source: &str, arch: (i32, i32)) -> Result<Vec<u8>, DeviceError> {
     if !nvrtc_present() {
-        return Err("NVRTC (libnvrtc) was not found".into());
+        return Err(DeviceError::new(DeviceErrorKind::Other, "libnvrtc", "NVRTC (libnvrtc) was not found"));
     }
-    catch_unwind(AssertUnwindSafe(|| compile(kernel, source, arch)))
-        .unwrap_or_else(|_| Err("cudarc panicked inside NVRTC (a missing symbol?)".into()))
+    catch_unwind(AssertUnwindSafe(|| compile(kernel, source, arch))).unwrap_or_else(|_| {
+        Err(DeviceError::new(
+            DeviceErrorKind::Other,
+            "libnvrtc",
+            "cudarc panicked inside NVRTC (a missing symbol?)",
+        ))
+    })
 }
 
-fn compile(kernel: &str, source: &str, arch: (i32, i32)) -> Result<Vec<u8>, String> {
-    let src = CString::new(source).map_err(|_| "the kernel source contains a NUL byte".to_string())?;
+/// The failed NVRTC call `call`, with its `nvrtcResult` (code and name).
+fn nvrtc_err(kind: DeviceErrorKind, call: &'static str, e: nvrtc::NvrtcError, detail: String) -> DeviceError {
+    DeviceError::with_code(kind, call, e.0 as i64, format!("{:?}", e.0), detail)
+}
+
+fn compile(kernel: &str, source: &str, arch: (i32, i32)) -> Result<Vec<u8>, DeviceError> {
+    let src = CString::new(source).map_err(|_| {
+        DeviceError::new(
+            DeviceErrorKind::Other,
+            "nvrtcCreateProgram",
+            "the kernel source contains a NUL byte",
+        )
+    })?;
     let name = CString::new(format!("{kernel}.cu")).unwrap_or_default();
-    let prog = nvrtc::create_program(&src, Some(&name)).map_err(|e| format!("nvrtcCreateProgram: {e:?}"))?;
+    let prog = nvrtc::create_program(&src, Some(&name))
+        .map_err(|e| nvrtc_err(DeviceErrorKind::Other, "nvrtcCreateProgram", e, String::new()))?;
     let opts = [
         format!("--gpu-architecture=compute_{}{}", arch.0, arch.1),
         "--std=c++17".into(),
@@ -38,13 +57,19 @@ fn compile(kernel: &str, source: &str, arch: (i32, i32)) -> Result<Vec<u8>, Stri
         // SAFETY: compiled successfully, so the PTX is available.
         Ok(()) => unsafe { nvrtc::get_ptx(prog) }
             .map(|p| p.into_iter().map(|c| c as u8).take_while(|&c| c != 0).collect::<Vec<u8>>())
-            .map_err(|e| format!("nvrtcGetPTX: {e:?}")),
+            .map_err(|e| nvrtc_err(DeviceErrorKind::Other, "nvrtcGetPTX", e, String::new())),
         Err(e) => {
             // SAFETY: the log exists after a failed compile.
             let log = unsafe { nvrtc::get_program_log(prog) }
                 .map(|l| l.into_iter().map(|c| c as u8).take_while(|&c| c != 0).collect::<Vec<u8>>())
                 .unwrap_or_default();
-            Err(format!("NVRTC cannot compile kernel {kernel:?} ({e:?}):\n{}", String::from_utf8_lossy(&log)))
+            let log = String::from_utf8_lossy(&log);
+            Err(nvrtc_err(
+                DeviceErrorKind::Compile,
+                "nvrtcCompileProgram",
+                e,
+                format!("kernel {kernel:?}:\n{log}"),
+            ))
         }
     };
     // SAFETY: destroyed once, after its last use.

@@ -304,7 +304,7 @@ impl WgpuBackend {
     }
 
     fn pipeline(&self, kernel: &str, program: &WgslProgram) -> Result<wgpu::ComputePipeline> {
-        let gpu_err = |detail: String| Error::Gpu { backend: "wgpu", kernel: kernel.to_string(), detail };
+        let gpu_err = |detail: String| Error::gpu("wgpu", kernel, detail);
         let source = program.wgsl().map_err(gpu_err)?;
         let mut cache = self.shared.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = cache.get(source) {
@@ -344,7 +344,7 @@ impl WgpuBackend {
         dir: &Arc<Directory>,
     ) -> Result<()> {
         let name = cell.name().to_string();
-        let gpu_err = |detail: String| Error::Gpu { backend: "wgpu", kernel: name.clone(), detail };
+        let gpu_err = |detail: String| Error::gpu("wgpu", name.clone(), detail);
         let def = def.cloned().ok_or_else(|| gpu_err("no kernel definition".into()))?;
         let program = def
             .gpu_program::<WgslProgram>()
@@ -516,7 +516,7 @@ impl Dispatcher {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        device::wait_idle(&shared.device)?;
+        device::wait_idle(&shared.device).map_err(|e| e.to_string())?;
         rx.recv_timeout(Duration::from_secs(30))
             .map_err(|_| "the read-back never completed".to_string())?
             .map_err(|e| format!("mapping the read-back buffer failed: {e}"))?;

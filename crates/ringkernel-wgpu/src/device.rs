@@ -5,6 +5,7 @@
 //! shaders on the CPU and is slower than RingKernel's CPU backend, so `Backend::Auto` never
 //! picks it unless `RINGKERNEL_WGPU_ALLOW_SOFTWARE=1`; `Backend::Wgpu` accepts it.
 
+use ringkernel_core::{DeviceError, DeviceErrorKind};
 use std::time::Duration;
 
 /// An adapter that can run RingKernel's kernels.
@@ -82,10 +83,17 @@ pub(crate) fn open(allow_software: bool, apis: wgpu::Backends) -> Result<Opened,
     Ok(Opened { info, device, queue, max_binding })
 }
 
-/// Waits for the queue to go idle (bounded, so a hung device becomes an error).
-pub(crate) fn wait_idle(device: &wgpu::Device) -> Result<(), String> {
+/// Waits for the queue to go idle (bounded, so a hung device becomes an error: the failed
+/// `wgpu::Device::poll`, a fault of the device).
+pub(crate) fn wait_idle(device: &wgpu::Device) -> Result<(), DeviceError> {
     device
         .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(Duration::from_secs(30)) })
         .map(|_| ())
-        .map_err(|e| format!("waiting for the GPU failed: {e}"))
+        .map_err(|e| {
+            DeviceError::new(
+                DeviceErrorKind::Fault,
+                "wgpu::Device::poll",
+                format!("waiting for the GPU failed: {e}"),
+            )
+        })
 }

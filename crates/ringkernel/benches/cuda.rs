@@ -154,7 +154,8 @@ extern "C" __global__ void echo(const unsigned int* in, unsigned int* out, unsig
 impl Baseline {
     fn new() -> Result<Self, String> {
         let info = ringkernel::cuda::probe_device().map_err(|e| e.to_string())?;
-        let ptx = ringkernel::cuda::compile_ptx("echo", BASELINE_CUDA, info.compute_capability)?;
+        let ptx = ringkernel::cuda::compile_ptx("echo", BASELINE_CUDA, info.compute_capability)
+            .map_err(|e| e.to_string())?;
         let mut ptx = ptx;
         ptx.push(0);
         let e = |what: &str, e: result::DriverError| format!("{what}: {e:?}");

@@ -279,7 +279,9 @@ impl RingKernel {
         let id = KernelId(inner.next_id.fetch_add(1, Ordering::Relaxed));
         let auto = options.auto_activate;
         let input = backend.input_ring(&options).map_err(|e| match e {
-            Error::Gpu { backend, detail, .. } => Error::Gpu { backend, kernel: name.to_string(), detail },
+            Error::Gpu { backend, detail, source, .. } => {
+                Error::Gpu { backend, kernel: name.to_string(), detail, source }
+            }
             e => e,
         })?;
         let accepts = def.as_deref().map(KernelDef::accepted_types);

@@ -57,7 +57,8 @@ mod builder;
 pub use builder::{RingKernel, RuntimeBuilder};
 pub use ringkernel_core::{control_block, gpu, hlc, message, queue};
 pub use ringkernel_core::{
-    ControlBlock, Error, HlcClock, HlcTimestamp, KernelId, MessageId, Result, RingMessage,
+    ControlBlock, DeviceError, DeviceErrorKind, Error, HlcClock, HlcTimestamp, KernelId, MessageId, Result,
+    RingMessage,
 };
 pub use ringkernel_derive::{ring_kernel, GpuType, RingMessage};
 

@@ -914,5 +914,9 @@ fn cuda_programs_compile_with_nvrtc() {
     )
     .handles::<Num>();
     let e = ringkernel::cuda::compile_ptx("bad", bad.cuda_source().unwrap(), (9, 0)).unwrap_err();
-    assert!(e.contains("nope"), "{e}");
+    assert!(e.to_string().contains("nope"), "{e}");
+    // The failed call and NVRTC's code are kept, typed.
+    assert_eq!(e.call(), "nvrtcCompileProgram");
+    assert_eq!(e.kind(), ringkernel::DeviceErrorKind::Compile);
+    assert_eq!(e.code().map(|c| c.1), Some("NVRTC_ERROR_COMPILATION"), "{e:?}");
 }

@@ -209,7 +209,7 @@ async fn bad_cuda_c_and_handler_errors_are_typed() {
     };
     each_device(defs, CudaConfig { max_kernels: 2, ..CudaConfig::default() }, |rt| async move {
         match rt.launch("broken", LaunchOptions::default()).await {
-            Err(Error::Gpu { backend: "cuda", kernel, detail }) => {
+            Err(Error::Gpu { backend: "cuda", kernel, detail, .. }) => {
                 assert_eq!(kernel, "broken");
                 assert!(detail.contains("oops"), "the compiler's message is passed on: {detail}");
             }

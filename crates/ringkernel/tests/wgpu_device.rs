@@ -101,7 +101,7 @@ async fn bad_wgsl_is_a_launch_error_and_others_keep_serving() {
     );
     let Some(rt) = runtime(vec![bad, echo_def("good", false)]).await else { return };
     match rt.launch("bad", LaunchOptions::default()).await {
-        Err(Error::Gpu { backend: "wgpu", kernel, detail }) => {
+        Err(Error::Gpu { backend: "wgpu", kernel, detail, .. }) => {
             assert_eq!(kernel, "bad");
             assert!(detail.contains("undefined_thing"), "diagnostics name the problem: {detail}");
         }

@@ -30,16 +30,18 @@ pub struct AdderState {
     pub handled: u32,
 }
 
-/// The complete generated CUDA C source of the adder kernel.
-pub fn adder_source() -> String {
-    use ringkernel_codegen::cuda::{emit_cuda_kernel, CudaKernelSpec};
-    use ringkernel_codegen::wgsl::WgslType;
+/// The complete generated source of the adder kernel for C-family dialect `D`.
+pub fn adder_source<D: ringkernel_codegen::c_family::CDialect>() -> String {
+    use ringkernel_codegen::c_family::{emit_kernel, CKernelSpec};
+    use ringkernel_codegen::types::{GpuTypeDesc, KernelTypes};
     use ringkernel_core::message::RingMessage;
-    let messages = [WgslType::message::<AdderRequest>(), WgslType::message::<AdderReply>()];
-    emit_cuda_kernel(&CudaKernelSpec {
-        state: WgslType::of::<AdderState>(),
-        messages: &messages,
-        handled: &[AdderRequest::message_type()],
+    let messages = [GpuTypeDesc::message::<AdderRequest>(), GpuTypeDesc::message::<AdderReply>()];
+    emit_kernel::<D>(&CKernelSpec {
+        types: KernelTypes {
+            state: GpuTypeDesc::of::<AdderState>(),
+            messages: &messages,
+            handled: &[AdderRequest::message_type()],
+        },
         user_source: include_str!("adder.c"),
     })
     .expect("adder kernel generates")

@@ -1,7 +1,7 @@
-//! C declarations of GPU-layout message types for CUDA kernels: the counterpart of the WGSL
-//! structs in [`crate::wgsl`], generated from the same [`GpuType::GPU_FIELDS`] description, so a
-//! CUDA C handler reads and writes payloads exactly as the Rust codec (`ringkernel_core::gpu`)
-//! does.
+//! C declarations of GPU-layout message types for every C-family target: the counterpart of the
+//! WGSL structs in [`crate::wgsl`], generated from the same neutral description
+//! ([`crate::types::GpuTypeDesc`], from [`GpuType::GPU_FIELDS`]), so a C handler reads and writes
+//! payloads exactly as the Rust codec (`ringkernel_core::gpu`) does.
 //!
 //! For a type `T` this emits `typedef struct { .. } T;` (scalars as `uint32_t`, `int32_t`,
 //! `float`, `uint64_t`, `int64_t`; fixed arrays; `Vec` fields as `rk_slice`), `RK_TYPE_T` (its
@@ -11,7 +11,7 @@
 //!
 //! [`GpuType::GPU_FIELDS`]: ringkernel_core::gpu::GpuType::GPU_FIELDS
 
-use crate::wgsl::WgslType;
+use crate::types::GpuTypeDesc;
 use ringkernel_core::gpu::{GpuFieldKind, GpuScalar};
 use std::fmt::Write;
 
@@ -67,7 +67,7 @@ RK_DEVICE int rk_check_slice(const uint32_t* p, uint32_t n, uint32_t fixed, uint
 "#;
 
 /// `typedef struct <attrs>{ fields } T;` and `RK_FIXED_T`.
-fn emit_struct(out: &mut String, t: &WgslType, attrs: &str) {
+fn emit_struct(out: &mut String, t: &GpuTypeDesc, attrs: &str) {
     let n = t.name;
     let _ = writeln!(out, "\ntypedef struct {attrs}{{");
     if t.fields.is_empty() {
@@ -88,7 +88,7 @@ fn emit_struct(out: &mut String, t: &WgslType, attrs: &str) {
 /// devices), so handlers work on the state in device memory in place and the host reads and
 /// writes it as words. State types have no `Vec` fields (checked by the kernel generator).
 #[must_use]
-pub fn emit_c_state_type(t: &WgslType) -> String {
+pub fn emit_c_state_type(t: &GpuTypeDesc) -> String {
     let n = t.name;
     let mut out = String::new();
     emit_struct(&mut out, t, "__attribute__((packed, aligned(4))) ");
@@ -103,7 +103,7 @@ pub fn emit_c_state_type(t: &WgslType) -> String {
 
 /// Emits the helpers and the declarations of `types` (see the module docs).
 #[must_use]
-pub fn emit_c_types(types: &[WgslType]) -> String {
+pub fn emit_c_types(types: &[GpuTypeDesc]) -> String {
     let mut out = String::from(PRELUDE);
     for t in types {
         let n = t.name;

@@ -1,10 +1,10 @@
-// RingKernel device runtime: slot-ring queue protocol and HLC merge. Generated into every kernel
-// source by ringkernel-codegen; the same text compiles as CUDA C (NVRTC/nvcc) and, under the host
-// shim below, as plain C for host threads, which is how CI runs this protocol against the Rust
-// host side without a GPU.
+// RingKernel device runtime: slot-ring queue protocol and HLC merge, written against the device
+// primitives above (one set per C-family target: CUDA C for the GPU, host C for the CUDA
+// backend's host emulation, which is how CI runs this protocol against the Rust host side
+// without a GPU). Generated into every kernel source by ringkernel-codegen.
 //
 // Memory contract (mirrors ringkernel-core's docs; per-queue ownership in ringkernel-codegen's
-// cuda.rs):
+// c_family.rs):
 //   * slot publish/free: release store of the slot's `seq`; readers load `seq` with acquire.
 //   * position claims on a multi-producer ring (another kernel's inbox): compare-and-swap of
 //     `tail` (relaxed is enough: ownership comes from the `seq` protocol, the CAS only decides who
@@ -12,88 +12,6 @@
 //     stores it plainly.
 //   * lifecycle: the host writes the kernel's `ctl` word (release); the kernel loads it with
 //     acquire; the kernel stores `terminated = 1` with release after its last output.
-// On the GPU every access uses system scope (`.sys`), because most queues and the control words
-// live in pinned host memory mapped into the device and the other side is a CPU thread.
-
-#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-#define RK_DEVICE static __device__ __forceinline__
-#define RK_KERNEL extern "C" __global__ void
-#define RK_IS_LEADER() (threadIdx.x == 0 && blockIdx.x == 0)
-RK_DEVICE uint32_t rk_load_acquire(const uint32_t* p) {
-    uint32_t v;
-    asm volatile("ld.acquire.sys.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-RK_DEVICE uint32_t rk_load_relaxed(const uint32_t* p) {
-    uint32_t v;
-    asm volatile("ld.relaxed.sys.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-RK_DEVICE void rk_store_release(uint32_t* p, uint32_t v) {
-    asm volatile("st.release.sys.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-RK_DEVICE void rk_store_relaxed(uint32_t* p, uint32_t v) {
-    asm volatile("st.relaxed.sys.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-RK_DEVICE int rk_cas(uint32_t* p, uint32_t expected, uint32_t desired) {
-    return atomicCAS_system((unsigned int*)p, expected, desired) == expected;
-}
-RK_DEVICE void rk_store_u64_relaxed(uint64_t* p, uint64_t v) {
-    asm volatile("st.relaxed.sys.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
-}
-RK_DEVICE uint64_t rk_load_u64_acquire(const uint64_t* p) {
-    uint64_t v;
-    asm volatile("ld.acquire.sys.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-    return v;
-}
-RK_DEVICE void rk_fence_system(void) {
-    __threadfence_system();
-}
-RK_DEVICE uint64_t rk_now_us(void) {
-    uint64_t ns;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
-    return ns / 1000;
-}
-// Idle back-off of a persistent kernel. Each poll of a queue in mapped memory is itself a PCIe
-// read (about a microsecond), so short sleeps cost little latency; after a few thousand empty
-// polls (milliseconds) the kernel sleeps 2 µs between polls to keep the bus quiet.
-RK_DEVICE void rk_pause(uint32_t idle) {
-    __nanosleep(idle < 4096u ? 128u : 2048u);
-}
-#else
-// Host shim: the same protocol with GCC/Clang atomics, one host thread per kernel.
-#include <sched.h>
-#include <time.h>
-#define RK_DEVICE static inline
-#define RK_KERNEL void
-#define RK_IS_LEADER() 1
-RK_DEVICE uint32_t rk_load_acquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-RK_DEVICE uint32_t rk_load_relaxed(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-RK_DEVICE void rk_store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-RK_DEVICE void rk_store_relaxed(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
-RK_DEVICE int rk_cas(uint32_t* p, uint32_t expected, uint32_t desired) {
-    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-}
-RK_DEVICE void rk_store_u64_relaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
-RK_DEVICE uint64_t rk_load_u64_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-RK_DEVICE void rk_fence_system(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-RK_DEVICE uint64_t rk_now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-// Idle back-off of a host thread standing in for a GPU thread: yield at first, then sleep up to
-// 1 ms, so dozens of idle emulated kernels do not occupy the CPU.
-RK_DEVICE void rk_pause(uint32_t idle) {
-    if (idle < 64u) {
-        sched_yield();
-        return;
-    }
-    uint32_t us = idle - 64u;
-    struct timespec ts = {0, (long)(us < 100u ? us * 10000u : 1000000u)};
-    nanosleep(&ts, 0);
-}
-#endif
 
 #define RK_VOID_LEN 0xFFFFFFFFu
 #define RK_ENVELOPE_MAGIC 0x314D4B52u /* "RKM1" little-endian */

@@ -1,0 +1,33 @@
+// RingKernel device primitives for host C (the CUDA backend's host emulation): the protocol of
+// the device runtime below with GCC/Clang atomics, one host thread per kernel.
+#include <sched.h>
+#include <time.h>
+#define RK_DEVICE static inline
+#define RK_KERNEL void
+#define RK_IS_LEADER() 1
+RK_DEVICE uint32_t rk_load_acquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+RK_DEVICE uint32_t rk_load_relaxed(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+RK_DEVICE void rk_store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+RK_DEVICE void rk_store_relaxed(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+RK_DEVICE int rk_cas(uint32_t* p, uint32_t expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+RK_DEVICE void rk_store_u64_relaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+RK_DEVICE uint64_t rk_load_u64_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+RK_DEVICE void rk_fence_system(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+RK_DEVICE uint64_t rk_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+// Idle back-off of a host thread standing in for a GPU thread: yield at first, then sleep up to
+// 1 ms, so dozens of idle emulated kernels do not occupy the CPU.
+RK_DEVICE void rk_pause(uint32_t idle) {
+    if (idle < 64u) {
+        sched_yield();
+        return;
+    }
+    uint32_t us = idle - 64u;
+    struct timespec ts = {0, (long)(us < 100u ? us * 10000u : 1000000u)};
+    nanosleep(&ts, 0);
+}

@@ -1,0 +1,96 @@
+//! The target-neutral description every generator works from: a GPU-visible type
+//! ([`GpuTypeDesc`]: name, fields in the GPU word layout, message type id), a kernel's types
+//! ([`KernelTypes`]: its state, the messages it reads or writes, the ones it handles), and the one
+//! check of those types ([`KernelTypes::check`]) that the WGSL and C-family emitters share, so
+//! every target refuses the same programs with the same [`CodegenError`].
+
+use ringkernel_core::gpu::{GpuField, GpuFieldKind, GpuType};
+use ringkernel_core::message::RingMessage;
+
+/// A GPU-visible type: name, fields and, for messages, the type id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuTypeDesc {
+    /// Struct name.
+    pub name: &'static str,
+    /// Fields in word-layout order.
+    pub fields: &'static [GpuField],
+    /// Message type id (`None` for state types).
+    pub type_id: Option<u64>,
+}
+
+impl GpuTypeDesc {
+    /// A state (non-message) type.
+    #[must_use]
+    pub fn of<T: GpuType>() -> Self {
+        Self { name: T::GPU_NAME, fields: T::GPU_FIELDS, type_id: None }
+    }
+
+    /// A message type.
+    #[must_use]
+    pub fn message<T: GpuType + RingMessage>() -> Self {
+        Self { name: T::GPU_NAME, fields: T::GPU_FIELDS, type_id: Some(T::message_type()) }
+    }
+
+    /// Words of the fixed part.
+    #[must_use]
+    pub fn fixed_words(&self) -> u32 {
+        self.fields.iter().map(|f| f.kind.fixed_words()).sum()
+    }
+}
+
+/// The types of one kernel: what every target's generator needs besides the handlers' source.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelTypes<'a> {
+    /// The state struct (no `Vec` fields).
+    pub state: GpuTypeDesc,
+    /// Every message type the kernel reads or writes.
+    pub messages: &'a [GpuTypeDesc],
+    /// Type ids with a handler `on_<Name>` in the user's source.
+    pub handled: &'a [u64],
+}
+
+impl<'a> KernelTypes<'a> {
+    /// Checks what every kernel generator needs of its types: a fixed-size state, messages with
+    /// type ids and names distinct from each other and from the state, handlers only for them.
+    pub fn check(&self) -> Result<(), CodegenError> {
+        let state = self.state;
+        if state.fields.iter().any(|f| matches!(f.kind, GpuFieldKind::Slice(_))) {
+            return Err(CodegenError::StateHasSlice(state.name));
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            if m.type_id.is_none() {
+                return Err(CodegenError::NotAMessage(m.name));
+            }
+            if self.messages[..i].iter().any(|o| o.name == m.name) || m.name == state.name {
+                return Err(CodegenError::DuplicateName(m.name));
+            }
+        }
+        match self.handled.iter().find(|&&id| !self.messages.iter().any(|m| m.type_id == Some(id))) {
+            Some(&id) => Err(CodegenError::UnknownHandled(id)),
+            None => Ok(()),
+        }
+    }
+
+    /// The message types with a handler, in declaration order (the dispatch order).
+    pub fn handled_messages(&self) -> impl Iterator<Item = &'a GpuTypeDesc> + 'a {
+        let handled = self.handled;
+        self.messages.iter().filter(move |m| m.type_id.is_some_and(|id| handled.contains(&id)))
+    }
+}
+
+/// Why a kernel cannot be generated (for any target).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodegenError {
+    /// The state type has a `Vec` field.
+    #[error("state type {0} has a Vec field; kernel state must have a fixed size")]
+    StateHasSlice(&'static str),
+    /// A handled type is not among the messages.
+    #[error("handled type id {0:#x} is not among the kernel's message types")]
+    UnknownHandled(u64),
+    /// Two message types share a name.
+    #[error("two message types are named {0}")]
+    DuplicateName(&'static str),
+    /// A message type has no type id.
+    #[error("type {0} is listed as a message but has no type id")]
+    NotAMessage(&'static str),
+}
