@@ -175,7 +175,9 @@ impl KernelHandle {
         Self { cell, dir }
     }
 
-    /// The shared cell (for backends and tests).
+    /// The shared cell (for backends, the runtime and tests; not part of the user API: a cell's
+    /// queues bypass the handle's checks).
+    #[doc(hidden)]
     pub fn cell(&self) -> &Arc<KernelCell> {
         &self.cell
     }
