@@ -310,10 +310,6 @@ impl WgpuBackend {
         if let Some(p) = cache.get(source) {
             return Ok(p.clone());
         }
-        #[cfg(feature = "msl")]
-        if crate::msl::check_enabled() {
-            crate::msl::check(source).map_err(gpu_err)?;
-        }
         let device = &self.shared.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -330,6 +326,11 @@ impl WgpuBackend {
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(gpu_err(format!("the WGSL program does not compile:\n{e}")));
+        }
+        // After wgpu accepted the WGSL, so that a WGSL error is reported as one.
+        #[cfg(feature = "msl")]
+        if crate::msl::check_enabled() {
+            crate::msl::check(source).map_err(gpu_err)?;
         }
         cache.insert(source.to_string(), pipeline.clone());
         Ok(pipeline)
