@@ -284,6 +284,30 @@ async fn lifecycle(backend: Setup) {
     assert!(matches!(rt.launch("life", LaunchOptions::default()).await, Err(Error::ShutDown)));
 }
 
+/// Where a kernel runs is in its status: a kernel with a program for the runtime's backend runs
+/// on it, on the device `adapter()` names; a kernel with CPU handlers only runs on the CPU pool
+/// (and answers the same way).
+async fn placement(backend: Setup) {
+    let cpu_only = KernelDef::new::<Seen>("cpu_only").on(|s: &mut Seen, n: Num, _ctx: &mut Context<'_>| {
+        s.count += 1;
+        Total { count: s.count, sum: n.value }
+    });
+    let Some(rt) = runtime_with(backend, vec![counter_def("placed"), cpu_only]).await else { return };
+    let k = rt.launch("placed", LaunchOptions::default()).await.unwrap();
+    let c = rt.launch("cpu_only", LaunchOptions::default()).await.unwrap();
+    let (kp, cp) = (k.status().placement.expect("placed"), c.status().placement.expect("placed"));
+    assert_eq!(kp.backend, rt.backend(), "a kernel with a program for the backend runs on it");
+    assert_eq!(cp.backend, Backend::Cpu, "a kernel with CPU handlers only runs on the CPU pool");
+    match rt.adapter() {
+        Some(adapter) => assert_eq!(&*kp.device, adapter.as_str()),
+        None => assert_eq!(rt.backend(), Backend::Cpu),
+    }
+    assert!(cp.device.contains("CPU worker threads"), "{}", cp.device);
+    assert_eq!(k.call::<_, Total>(Num { seq: 0, value: 3 }).await.unwrap().sum, 3);
+    assert_eq!(c.call::<_, Total>(Num { seq: 0, value: 4 }).await.unwrap(), Total { count: 1, sum: 4 });
+    rt.shutdown().await.unwrap();
+}
+
 async fn ordering(backend: Setup) {
     let Some(rt) = runtime_with(backend, vec![counter_def("order")]).await else { return };
     let k = rt.launch("order", LaunchOptions::default().with_queue_capacity(64)).await.unwrap();
@@ -731,6 +755,10 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn lifecycle() {
                 super::lifecycle($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn placement() {
+                super::placement($backend.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn ordering() {
