@@ -27,7 +27,7 @@ mod program;
 mod provider;
 
 pub use backend::{CudaBackend, CudaConfig};
-pub use nvrtc::{compile_ptx, nvrtc_present};
+pub use nvrtc::{compile_ptx, nvrtc_present, nvrtc_version};
 pub use program::CudaProgram;
 pub use provider::{CudaProvider, PROVIDER};
 
@@ -51,6 +51,8 @@ pub struct CudaInfo {
     pub compute_capability: (i32, i32),
     /// Whether NVRTC (needed to compile kernels at launch) was found.
     pub nvrtc: bool,
+    /// NVRTC's version, when it was found and answered.
+    pub nvrtc_version: Option<(i32, i32)>,
 }
 
 impl core::fmt::Display for CudaInfo {
@@ -64,7 +66,11 @@ impl core::fmt::Display for CudaInfo {
             self.name,
             self.compute_capability.0,
             self.compute_capability.1,
-            if self.nvrtc { "found" } else { "not found" }
+            match (self.nvrtc, self.nvrtc_version) {
+                (_, Some((major, minor))) => format!("{major}.{minor}"),
+                (true, None) => "found".to_string(),
+                (false, _) => "not found".to_string(),
+            }
         )
     }
 }
@@ -78,6 +84,14 @@ pub enum ProbeError {
     DriverTooOld {
         /// Version found.
         found: i32,
+    },
+    /// The driver is older than the NVRTC that would compile kernels: the PTX NVRTC emits is
+    /// of NVRTC's CUDA version, and a driver only JIT-compiles PTX of its own version or older.
+    DriverOlderThanNvrtc {
+        /// Driver API version found (e.g. 12080 for 12.8).
+        driver: i32,
+        /// NVRTC's version `(major, minor)`.
+        nvrtc: (i32, i32),
     },
     /// The driver loaded but reports no device.
     NoDevice,
@@ -98,6 +112,20 @@ impl core::fmt::Display for ProbeError {
                 (found % 1000) / 10,
                 MIN_DRIVER_VERSION / 1000,
                 (MIN_DRIVER_VERSION % 1000) / 10
+            ),
+            Self::DriverOlderThanNvrtc { driver, nvrtc } => write!(
+                f,
+                "the CUDA driver ({}.{}) is older than NVRTC ({}.{}): the driver cannot load the PTX this \
+                 NVRTC emits; install a driver for CUDA {}.{} or newer, or put an NVRTC no newer than {}.{} \
+                 first on the library path",
+                driver / 1000,
+                (driver % 1000) / 10,
+                nvrtc.0,
+                nvrtc.1,
+                nvrtc.0,
+                nvrtc.1,
+                driver / 1000,
+                (driver % 1000) / 10
             ),
             Self::NoDevice => f.write_str("the CUDA driver found no device"),
             Self::Driver(e) => write!(f, "CUDA driver error: {e}"),
@@ -152,9 +180,29 @@ fn query() -> Result<CudaInfo, ProbeError> {
     };
     let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
     let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
-    // SAFETY: only tries to open the NVRTC library by name.
-    let nvrtc = unsafe { cudarc::nvrtc::sys::is_culib_present() };
-    Ok(CudaInfo { driver_version: version, devices, name, compute_capability: (major, minor), nvrtc })
+    let nvrtc = nvrtc_present();
+    let nvrtc_version = nvrtc_version();
+    if let Some(v) = nvrtc_version {
+        driver_loads_ptx_of(version, v)?;
+    }
+    Ok(CudaInfo {
+        driver_version: version,
+        devices,
+        name,
+        compute_capability: (major, minor),
+        nvrtc,
+        nvrtc_version,
+    })
+}
+
+/// Whether a driver of API version `driver` can load the PTX that NVRTC `nvrtc` emits: PTX
+/// carries the ISA version of the toolkit that wrote it, and a driver JIT-compiles PTX of its own
+/// CUDA version or older (`CUDA_ERROR_UNSUPPORTED_PTX_VERSION` otherwise).
+fn driver_loads_ptx_of(driver: i32, nvrtc: (i32, i32)) -> Result<(), ProbeError> {
+    if driver < nvrtc.0 * 1000 + nvrtc.1 * 10 {
+        return Err(ProbeError::DriverOlderThanNvrtc { driver, nvrtc });
+    }
+    Ok(())
 }
 
 /// Whether `Backend::Cuda` can run kernels on a GPU here: a driver, a device and NVRTC; the
@@ -172,6 +220,33 @@ pub fn probe() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_driver_older_than_nvrtc_is_refused_with_both_versions() {
+        assert!(driver_loads_ptx_of(13_000, (13, 0)).is_ok());
+        assert!(driver_loads_ptx_of(13_010, (13, 0)).is_ok());
+        assert!(driver_loads_ptx_of(12_080, (12, 8)).is_ok());
+        for (driver, nvrtc) in [(12_080, (13, 0)), (12_040, (12, 8)), (12_000, (12, 1))] {
+            let e = driver_loads_ptx_of(driver, nvrtc).unwrap_err();
+            assert_eq!(e, ProbeError::DriverOlderThanNvrtc { driver, nvrtc });
+            let text = e.to_string();
+            let (d, n) =
+                (format!("{}.{}", driver / 1000, (driver % 1000) / 10), format!("{}.{}", nvrtc.0, nvrtc.1));
+            assert!(
+                text.contains(&format!("driver ({d})")) && text.contains(&format!("NVRTC ({n})")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn nvrtc_version_is_known_when_nvrtc_loads() {
+        match (nvrtc_present(), nvrtc_version()) {
+            (true, Some((major, _))) => assert!(major >= 12, "NVRTC {major}"),
+            (true, None) => panic!("NVRTC loads but does not say its version"),
+            (false, v) => assert_eq!(v, None),
+        }
+    }
 
     #[test]
     fn probe_never_panics_and_says_why() {

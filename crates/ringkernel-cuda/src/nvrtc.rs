@@ -13,6 +13,23 @@ pub fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
+/// The version of the NVRTC library that would compile kernels, `(major, minor)`; `None` when
+/// it cannot be loaded or asked. Never panics.
+#[must_use]
+pub fn nvrtc_version() -> Option<(i32, i32)> {
+    if !nvrtc_present() {
+        return None;
+    }
+    catch_unwind(AssertUnwindSafe(|| {
+        let (mut major, mut minor) = (0, 0);
+        // SAFETY: the library is present; nvrtcVersion only writes the two ints it is given.
+        let rc = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+        (rc == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((major, minor))
+    }))
+    .ok()
+    .flatten()
+}
+
 /// Compiles `source` to PTX for `compute_<major><minor>` (the text NVRTC returns, NUL
 /// excluded), or returns the failed NVRTC call (`nvrtcCompileProgram` with NVRTC's log when the
 /// source does not compile); `kernel` names the source in errors. Never panics: a missing
