@@ -201,7 +201,7 @@ pub fn emit_kernel<D: CDialect>(spec: &CKernelSpec<'_>) -> Result<String, Codege
         out,
         "#define RK_MAX_ROUTES {MAX_ROUTES}u\n#define RK_ROUTE_BASE {ROUTE_BASE:#x}u\n\
          #define RK_ERR_NO_REPLY {:#x}u\n#define RK_ERR_UNKNOWN_TYPE {:#x}u\n#define RK_ERR_MALFORMED {:#x}u\n\
-         #define RK_ERR_TOO_LARGE {:#x}u\n#define RK_ERR_BAD_ROUTE {:#x}u\n\
+         #define RK_ERR_TOO_LARGE {:#x}u\n#define RK_ERR_BAD_ROUTE {:#x}u\n#define RK_ERR_EXITING {:#x}u\n\
          #define RK_CTL_ACTIVE {}u\n#define RK_CTL_TERMINATE {}u\n#define RK_CTL_EXIT {}u\n\
          #define RK_CTL_RESTART_SHIFT {}u\n#define RK_CTL_SNAPSHOT_SHIFT {}u\n#define RK_CTL_GEN_MASK {:#x}u",
         err::NO_REPLY,
@@ -209,6 +209,7 @@ pub fn emit_kernel<D: CDialect>(spec: &CKernelSpec<'_>) -> Result<String, Codege
         err::MALFORMED,
         err::TOO_LARGE,
         err::TOO_MANY_SENDS,
+        err::EXITING,
         ctl::ACTIVE,
         ctl::TERMINATE,
         ctl::EXIT,
@@ -227,18 +228,18 @@ pub fn emit_kernel<D: CDialect>(spec: &CKernelSpec<'_>) -> Result<String, Codege
         let _ = write!(
             out,
             "RK_DEVICE uint32_t rk_reply_{n}(rk_ctx* ctx, const {n}* m) {{\n    \
-             rk_out o;\n    rk_out_begin(ctx, -1, &o);\n    \
+             rk_out o;\n    if (!rk_out_begin(ctx, -1, &o)) return rk_error(ctx, RK_ERR_EXITING);\n    \
              int32_t w = rk_write_{n}((uint32_t*)(o.slot + RK_HDR), o.cap_words, m);\n    \
              uint64_t corr = ctx->msg ? ctx->msg->correlation_id : 0u;\n    \
              ctx->replied = 1u;\n    \
              return rk_out_end(ctx, &o, w, RK_TYPE_{n}, corr ? RK_FLAG_REPLY : 0u, corr, ctx->msg ? ctx->msg->source : 0u);\n}}\n\
              RK_DEVICE uint32_t rk_emit_{n}(rk_ctx* ctx, const {n}* m) {{\n    \
-             rk_out o;\n    rk_out_begin(ctx, -1, &o);\n    \
+             rk_out o;\n    if (!rk_out_begin(ctx, -1, &o)) return rk_error(ctx, RK_ERR_EXITING);\n    \
              int32_t w = rk_write_{n}((uint32_t*)(o.slot + RK_HDR), o.cap_words, m);\n    \
              return rk_out_end(ctx, &o, w, RK_TYPE_{n}, 0u, 0u, 0u);\n}}\n\
              RK_DEVICE uint32_t rk_send_{n}(rk_ctx* ctx, uint32_t route, const {n}* m) {{\n    \
              rk_out o;\n    if (route >= ctx->p->n_routes) return rk_error(ctx, RK_ERR_BAD_ROUTE);\n    \
-             rk_out_begin(ctx, (int32_t)route, &o);\n    \
+             if (!rk_out_begin(ctx, (int32_t)route, &o)) return rk_error(ctx, RK_ERR_EXITING);\n    \
              int32_t w = rk_write_{n}((uint32_t*)(o.slot + RK_HDR), o.cap_words, m);\n    \
              return rk_out_end(ctx, &o, w, RK_TYPE_{n}, 0u, 0u, o.device ? o.target : RK_ROUTE_BASE + route);\n}}\n"
         );
@@ -314,12 +315,23 @@ typedef struct {
     uint32_t target;
 } rk_out;
 
+// Whether the host told this kernel to exit (it gave up on the kernel, or the runtime is going
+// away): every wait of the device observes it, so a kernel never outlives its host. Acquire, as
+// every load of `ctl` (pairs with the host's SeqCst read-modify-writes).
+RK_DEVICE uint32_t rk_exit_requested(rk_ctx* ctx) {
+    return rk_load_acquire(&ctx->p->ctl) & RK_CTL_EXIT;
+}
+
 // Claims a slot: in the inbox of route `route`'s target while it is linked on the device
 // (waiting for room if it is full: backpressure, as a full queue means anywhere else, and the
 // only way to keep one sender's messages to one target in order), else in the kernel's own
-// output ring (which the host agent drains, so waiting for room there always ends). A target
-// that fails or terminates is unlinked by the host, which ends any wait for its inbox.
-RK_DEVICE void rk_out_begin(rk_ctx* ctx, int32_t route, rk_out* o) {
+// output ring (which the host agent drains, so waiting for room there ends while the host
+// serves the kernel). A target that fails or terminates is unlinked by the host, which ends any
+// wait for its inbox. Both waits observe the exit flag: told to exit, a kernel waiting for an
+// inbox sends through its output ring instead (the host keeps or delivers the message), and a
+// kernel waiting for output room gives up: returns 0 with nothing claimed (the send fails with
+// RK_ERR_EXITING). Returns 1 with a slot claimed.
+RK_DEVICE uint32_t rk_out_begin(rk_ctx* ctx, int32_t route, rk_out* o) {
     o->device = 0u;
     o->target = 0u;
     if (route >= 0) {
@@ -338,15 +350,20 @@ RK_DEVICE void rk_out_begin(rk_ctx* ctx, int32_t route, rk_out* o) {
                 o->target = rk_load_relaxed(&r->kernel_id);
                 break;
             }
+            if (rk_exit_requested(ctx)) break;
             rk_pause(tries);
         }
     }
     if (!o->device) {
         uint32_t idle = 0u;
-        while (!(o->slot = rk_ring_push_single(&ctx->out, &o->pos))) rk_pause(idle++);
+        while (!(o->slot = rk_ring_push_single(&ctx->out, &o->pos))) {
+            if (rk_exit_requested(ctx)) return 0u;
+            rk_pause(idle++);
+        }
         o->ring = ctx->out;
     }
     o->cap_words = (o->ring.slot_size - RK_HDR) / 4u;
+    return 1u;
 }
 
 // Writes the envelope header and publishes the slot; `words` < 0 (the payload did not fit)
@@ -380,7 +397,9 @@ RK_DEVICE uint32_t rk_out_end(rk_ctx* ctx, rk_out* o, int32_t words, uint64_t ty
 // An error reply (FLAG_ERROR_REPLY, payload = the code) to the sender of the current message.
 RK_DEVICE void rk_error_reply(rk_ctx* ctx, uint32_t code) {
     rk_out o;
-    rk_out_begin(ctx, -1, &o);
+    // Told to exit while waiting for room: the error reply is not sent (the host fails the
+    // kernel's waiting calls when it gives up on it).
+    if (!rk_out_begin(ctx, -1, &o)) return;
     ((uint32_t*)(o.slot + RK_HDR))[0] = code;
     uint64_t corr = ctx->msg ? ctx->msg->correlation_id : 0u;
     rk_out_end(ctx, &o, 1, 0u, RK_FLAG_ERROR_REPLY | (corr ? RK_FLAG_REPLY : 0u), corr,

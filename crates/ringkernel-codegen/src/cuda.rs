@@ -54,6 +54,7 @@ impl ProgramTarget for CudaTarget {
                 "malformed message (not a valid envelope, or a slice lies outside the payload)".into()
             }
             err::TOO_MANY_SENDS => "rk_send_* was given a route index the program does not declare".into(),
+            err::EXITING => "a send waited for room while the host told the kernel to exit".into(),
             c => format!("CUDA handler error code {c}"),
         }
     }

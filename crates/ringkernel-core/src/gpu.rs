@@ -357,6 +357,10 @@ pub mod err {
     /// WGSL: a handler sent more messages than the program's `max_sends` allows; CUDA: a send
     /// named a route the program does not declare.
     pub const TOO_MANY_SENDS: u32 = 0xFFFF_FFF4;
+    /// CUDA: a send found no room and the host told the kernel to exit while it waited (the
+    /// runtime was dropped, or gave up on the kernel): nothing was sent, and the handler should
+    /// return.
+    pub const EXITING: u32 = 0xFFFF_FFF5;
 }
 
 #[cfg(test)]

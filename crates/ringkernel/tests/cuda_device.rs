@@ -248,3 +248,45 @@ async fn gpu_only_kernel_on_the_cpu_backend_is_an_error() {
     }
     rt.shutdown().await.unwrap();
 }
+
+#[derive(RingMessage, GpuType, Debug, Clone, Copy, PartialEq)]
+#[message(gpu, type_id = 0x6104)]
+struct Flood {
+    n: u64,
+}
+
+/// Every device wait observes the exit flag (issue 13). A handler that keeps emitting while the
+/// host gives up on its kernel (nobody drains the output ring any more) waits for room; told to
+/// exit, its send fails with `RK_ERR_EXITING`, the handler returns and the kernel ends, so its
+/// memory goes back to the free list. Before, the send waited for room forever and the kernel
+/// never returned (its memory was never reused, and shutdown released the device under it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_waiting_for_room_observes_exit() {
+    let src = "RK_DEVICE uint32_t on_Flood(rk_ctx* ctx, Empty* s, const Flood* m) {
+                   Flood f = *m;
+                   while (rk_emit_Flood(ctx, &f) == 0u) f.n += 1u;
+                   return 0u;
+               }";
+    let defs =
+        || vec![KernelDef::new::<Empty>("flood").gpu(CudaProgram::new::<Empty>(src).handles::<Flood>())];
+    each_device(defs, CudaConfig::default(), |rt| async move {
+        let cuda = rt.backend_impl::<ringkernel::cuda::CudaBackend>().expect("the CUDA backend");
+        let k = rt.launch("flood", LaunchOptions::default()).await.unwrap();
+        k.send(Flood { n: 0 }).await.unwrap();
+        let first: Flood = k.receive().await.unwrap();
+        assert_eq!(first, Flood { n: 0 }, "the handler is emitting");
+        let free = cuda.memory_blocks().free;
+        // The host gives up on the kernel (as when the runtime is dropped without shutdown).
+        k.cell().abort("test: the host gave up on the kernel");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while cuda.memory_blocks().free == free {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the kernel never returned: its send waited for output room past the exit request"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        rt.shutdown().await.unwrap();
+    })
+    .await;
+}
