@@ -493,6 +493,11 @@ impl CudaBackend {
             .gpu_program::<CudaProgram>()
             .ok_or_else(|| gpu_err("the kernel definition carries no CudaProgram".into()))?;
         let source = self.shared.dev.source(program).map_err(&gpu_err)?;
+        if crate::ptx_check::enabled() {
+            let cuda = program.cuda_source().map_err(&gpu_err)?;
+            crate::ptx_check::check(cell.name(), cuda)
+                .map_err(|e| gpu_err(format!("the generated CUDA C fails the PTX check: {e}")))?;
+        }
         let sh = &*self.shared;
         if sh.live.fetch_add(1, Ordering::AcqRel) >= sh.config.max_kernels {
             sh.live.fetch_sub(1, Ordering::AcqRel);

@@ -25,11 +25,13 @@ mod emulator;
 mod nvrtc;
 mod program;
 mod provider;
+mod ptx_check;
 
 pub use backend::{CudaBackend, CudaConfig};
 pub use nvrtc::{compile_ptx, nvrtc_present, nvrtc_version};
 pub use program::CudaProgram;
 pub use provider::{CudaProvider, PROVIDER};
+pub use ptx_check::ptx_checked;
 
 use cudarc::driver::{result, sys};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -290,3 +290,26 @@ async fn a_send_waiting_for_room_observes_exit() {
     })
     .await;
 }
+
+/// With `RINGKERNEL_CHECK_PTX=1` (CI), a launch also compiles the program's CUDA C with NVRTC and
+/// assembles it with `ptxas -Werror` for sm_80 and sm_90 (the gate `scripts/cuda_compile_check.py`
+/// gives the example kernel): this checks that the gate ran for a program no other test launches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launches_pass_the_ptx_gate_when_asked() {
+    if std::env::var("RINGKERNEL_CHECK_PTX").as_deref() != Ok("1") {
+        eprintln!("SKIP: RINGKERNEL_CHECK_PTX is not 1: launched programs are not assembled with ptxas");
+        return;
+    }
+    let src = "// only this test launches this program
+               RK_DEVICE uint32_t on_Flood(rk_ctx* ctx, Empty* s, const Flood* m) { return rk_reply_Flood(ctx, m); }";
+    let defs =
+        || vec![KernelDef::new::<Empty>("ptx_gate").gpu(CudaProgram::new::<Empty>(src).handles::<Flood>())];
+    each_device(defs, CudaConfig::default(), |rt| async move {
+        let before = ringkernel::cuda::ptx_checked();
+        let k = rt.launch("ptx_gate", LaunchOptions::default()).await.unwrap();
+        assert_eq!(k.call::<_, Flood>(Flood { n: 7 }).await.unwrap(), Flood { n: 7 });
+        assert!(ringkernel::cuda::ptx_checked() > before, "the launch passed its program through ptxas");
+        rt.shutdown().await.unwrap();
+    })
+    .await;
+}
