@@ -151,9 +151,18 @@ impl Device for Driver {
         // SAFETY: plain allocation, zeroed right after.
         let ptr = unsafe { result::malloc_sync(len.max(16)) }
             .map_err(|e| driver_err("cuMemAlloc", e.0, format!("{len} bytes")))?;
-        // SAFETY: `ptr` is a fresh allocation of at least `len` bytes.
-        unsafe { result::memset_d8_sync(ptr, 0, len.max(16)) }
-            .map_err(|e| driver_err("cuMemsetD8", e.0, ""))?;
+        // Zeroed on the copy stream, the stream every later write of this memory (`write_device`)
+        // uses: a plain cuMemsetD8 runs on the legacy stream, which a non-blocking stream does
+        // not wait for, so it could land after the inbox header and initial state are written
+        // and zero them. Stream order puts the memset first; the synchronize makes it complete
+        // before the memory is handed out.
+        // SAFETY: `ptr` is a fresh allocation of at least `len` bytes; `copy_stream` is live.
+        unsafe {
+            result::memset_d8_async(ptr, 0, len.max(16), self.copy_stream)
+                .map_err(|e| driver_err("cuMemsetD8Async", e.0, ""))?;
+            result::stream::synchronize(self.copy_stream)
+                .map_err(|e| driver_err("cuStreamSynchronize", e.0, ""))?;
+        }
         Ok(ptr)
     }
     fn free_device(&self, ptr: u64, _len: usize) {

@@ -313,3 +313,35 @@ async fn launches_pass_the_ptx_gate_when_asked() {
     })
     .await;
 }
+
+/// Every kernel starts from its program's initial state, not from zeroed memory: the device
+/// memory is zeroed on the stream its initial contents are then written on. (On a GPU, a zeroing
+/// on the legacy stream could land after the write; the emulation has no streams, so there this
+/// only checks the snapshot path. Many kernels, to give a reordering room to show.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernels_start_from_their_initial_state() {
+    let initial = || Tally { seen: 0x1234_5678_9abc_def0, last: 42 };
+    let defs = move || {
+        (0..32)
+            .map(|i| {
+                let p = CudaProgram::with_state(
+                    "RK_DEVICE uint32_t on_Hop(rk_ctx* ctx, Tally* s, const Hop* m) { return rk_reply_Hop(ctx, m); }",
+                    initial(),
+                )
+                .handles::<Hop>();
+                KernelDef::new::<Tally>(format!("initial{i}")).gpu(p)
+            })
+            .collect()
+    };
+    each_device(defs, CudaConfig::default(), |rt| async move {
+        let mut ks = Vec::new();
+        for i in 0..32 {
+            ks.push(rt.launch(&format!("initial{i}"), LaunchOptions::default()).await.unwrap());
+        }
+        for k in &ks {
+            assert_eq!(rt.state_snapshot::<Tally>(k).unwrap(), initial(), "kernel {}", k.name());
+        }
+        rt.shutdown().await.unwrap();
+    })
+    .await;
+}
