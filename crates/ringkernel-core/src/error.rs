@@ -91,6 +91,17 @@ pub enum Error {
     /// A launch option is out of range.
     #[error("invalid launch options: {0}")]
     InvalidOptions(String),
+
+    /// A message addressed a kernel group as a whole, or an instance it does not have.
+    #[error("kernel {kernel:?} is a group of {instances} instances: {detail}")]
+    NoSuchInstance {
+        /// The group's name.
+        kernel: String,
+        /// Its instance count.
+        instances: u32,
+        /// What was asked (an index out of range, a send to the group as a whole).
+        detail: String,
+    },
     /// The kernel does not accept messages in its current state.
     #[error("kernel {kernel:?} does not accept messages while {state:?}")]
     NotAccepting {

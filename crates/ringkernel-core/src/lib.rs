@@ -10,6 +10,7 @@
 //!   rkyv payload codecs.
 //! * [`gpu`]: the 32-bit word layout that GPU code (WGSL) sees for messages and kernel state.
 //! * [`backend`]: the interface a backend implements ([`backend::Backend`], [`backend::BackendProvider`]).
+//! * [`ready`]: the ready mark that puts an actor with work on exactly one run queue.
 //! * [`runtime`]: kernel definitions, lifecycle states, reply routing and the host-side kernel
 //!   handle that every backend shares.
 //! * [`agent`]: the device-agent skeleton GPU backends run their kernels' host side on (thread,
@@ -27,6 +28,7 @@ pub mod gpu;
 pub mod hlc;
 pub mod message;
 pub mod queue;
+pub mod ready;
 pub mod runtime;
 mod sync;
 

@@ -6,13 +6,13 @@
 //! Kernels are persistent actors, not threads. A fixed pool of worker threads (one per core by
 //! default) runs whichever kernels have work:
 //!
-//! * Each kernel has a scheduling word with two bits, `SCHEDULED` (it is in the run queue or being
-//!   run) and `NOTIFIED` (work arrived since its run started). Every producer that publishes input
-//!   for a kernel rings its doorbell: one `fetch_or` of both bits. Only the producer that sees
-//!   `SCHEDULED` clear pushes the kernel onto the run queue, so a kernel is queued at most once
-//!   however many messages arrive.
+//! * Each kernel has a ready mark ([`ringkernel_core::ready::ReadyMark`]): two bits, `QUEUED`
+//!   (in the run queue or being run) and `NOTIFIED` (work arrived since its run started). Every
+//!   producer that publishes input for a kernel rings its doorbell, which sets both bits with one
+//!   `fetch_or`; only the producer that found `QUEUED` clear pushes the kernel onto the run queue,
+//!   so a kernel is queued at most once however many messages arrive.
 //! * A worker that takes a kernel clears `NOTIFIED`, runs up to a budget of messages, and then
-//!   tries to clear `SCHEDULED` with a compare-and-swap that succeeds only if `NOTIFIED` is still
+//!   tries to clear `QUEUED` with a compare-and-swap that succeeds only if `NOTIFIED` is still
 //!   clear. If new work raced in, the CAS fails and the kernel runs again; no wake-up is lost.
 //! * A kernel with nothing to do costs nothing: it is in no queue and no thread polls it. Ten
 //!   thousand idle kernels are ten thousand small heap objects.
@@ -29,16 +29,25 @@
 //! crossbeam's lock-free injector and the kernel queues are `ringkernel-core`'s slot rings.
 //! A kernel whose outbox is blocked on a full K2K target yields and is re-queued behind others.
 //!
+//! Kernel groups ([`ringkernel_core::runtime::KernelGroup`]) are scheduled per instance: each
+//! instance has its own ready mark ([`ringkernel_core::ready`], the same two-bit protocol), and
+//! the run queue holds `(group, index)` items next to single kernels, so a million-instance
+//! group costs a mark, a record and a mailbox per instance and its busy instances run on every
+//! worker at once ([`GroupExecutor`]).
+//!
 //! A worker survives a panic in the runtime's own code while it runs a kernel (handler panics are
 //! already caught by the executor): it fails that kernel only
 //! ([`HostExecutor::runtime_panicked`]) and goes on serving the others.
 
 use crossbeam_deque::{Injector, Steal};
 use ringkernel_core::backoff::Backoff;
-use ringkernel_core::runtime::{Directory, Doorbell, HostExecutor, KernelCell, KernelDef, RunOutcome};
+use ringkernel_core::ready::ReadyMark;
+use ringkernel_core::runtime::{
+    Directory, Doorbell, GroupExecutor, HostExecutor, KernelCell, KernelDef, RunOutcome,
+};
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
@@ -46,9 +55,6 @@ use std::time::Duration;
 mod provider;
 
 pub use provider::{CpuProvider, PROVIDER};
-
-const SCHEDULED: u32 = 1;
-const NOTIFIED: u32 = 2;
 
 /// Tuning of the worker pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +82,7 @@ impl Default for CpuConfig {
 
 /// One kernel as the scheduler sees it.
 struct Task {
-    sched: AtomicU32,
+    sched: ReadyMark,
     exec: UnsafeCell<HostExecutor>,
     pool: Weak<Pool>,
     /// The task itself (set by `Arc::new_cyclic`), so a doorbell rung through `&self` can queue
@@ -84,9 +90,9 @@ struct Task {
     this: Weak<Task>,
 }
 
-// SAFETY: `exec` is only accessed by the worker that holds the kernel's SCHEDULED bit and popped
-// it from the run queue; the scheduling protocol guarantees at most one such worker at a time,
-// and the AcqRel RMWs on `sched` order one worker's accesses before the next one's.
+// SAFETY: `exec` is only accessed by the worker that popped the kernel from the run queue while
+// its ready mark says queued; the mark's protocol guarantees at most one such worker at a time,
+// and its AcqRel RMWs order one worker's accesses before the next one's.
 unsafe impl Sync for Task {}
 // SAFETY: HostExecutor is Send (it only holds Arcs and owned data); see above for Sync.
 unsafe impl Send for Task {}
@@ -94,15 +100,46 @@ unsafe impl Send for Task {}
 impl Doorbell for Task {
     #[inline]
     fn ring(&self) {
-        // AcqRel: the Release half publishes the input the caller just pushed to whichever worker
-        // next clears NOTIFIED (its Acquire RMW); see the crate docs.
-        let prev = self.sched.fetch_or(SCHEDULED | NOTIFIED, Ordering::AcqRel);
-        if prev & SCHEDULED == 0 {
+        if self.sched.mark() {
             if let (Some(pool), Some(task)) = (self.pool.upgrade(), self.this.upgrade()) {
-                pool.enqueue(task);
+                pool.enqueue(Work::Kernel(task));
             }
         }
     }
+}
+
+/// A kernel group as the scheduler sees it: one ready mark per instance.
+struct GroupTask {
+    marks: Box<[ReadyMark]>,
+    exec: GroupExecutor,
+    pool: Weak<Pool>,
+    this: Weak<GroupTask>,
+}
+
+impl Doorbell for GroupTask {
+    /// A lifecycle change of the group: instances parked by `deactivate` run again, and a
+    /// terminating group with nothing left ends here.
+    fn ring(&self) {
+        for i in self.exec.unpark() {
+            self.ring_instance(i);
+        }
+        self.exec.try_finish();
+    }
+
+    #[inline]
+    fn ring_instance(&self, index: u32) {
+        if self.marks[index as usize].mark() {
+            if let (Some(pool), Some(task)) = (self.pool.upgrade(), self.this.upgrade()) {
+                pool.enqueue(Work::Instance(task, index));
+            }
+        }
+    }
+}
+
+/// A run-queue item: a kernel, or one instance of a kernel group.
+enum Work {
+    Kernel(Arc<Task>),
+    Instance(Arc<GroupTask>, u32),
 }
 
 struct Worker {
@@ -111,15 +148,15 @@ struct Worker {
 }
 
 struct Pool {
-    queue: Injector<Arc<Task>>,
+    queue: Injector<Work>,
     workers: Vec<Worker>,
     shutdown: AtomicBool,
     config: CpuConfig,
 }
 
 impl Pool {
-    fn enqueue(&self, task: Arc<Task>) {
-        self.queue.push(task);
+    fn enqueue(&self, work: Work) {
+        self.queue.push(work);
         // SeqCst fence: pairs with the fence in `park`; either the worker sees the pushed task in
         // its re-check, or we see its `sleeping` flag and unpark it.
         fence(Ordering::SeqCst);
@@ -135,7 +172,7 @@ impl Pool {
         }
     }
 
-    fn steal(&self) -> Option<Arc<Task>> {
+    fn steal(&self) -> Option<Work> {
         loop {
             match self.queue.steal() {
                 Steal::Success(t) => return Some(t),
@@ -145,11 +182,46 @@ impl Pool {
         }
     }
 
+    fn run(&self, work: Work) {
+        match work {
+            Work::Kernel(task) => self.run_task(task),
+            Work::Instance(group, index) => self.run_instance(group, index),
+        }
+    }
+
+    fn run_instance(&self, group: Arc<GroupTask>, index: u32) {
+        let mark = &group.marks[index as usize];
+        loop {
+            mark.begin();
+            // SAFETY: we popped this instance while its mark says queued: we are its only runner
+            // (see ringkernel_core::ready), and `index` came from `ring_instance`, in range.
+            let run = catch_unwind(AssertUnwindSafe(|| unsafe { group.exec.run(index, self.config.budget) }));
+            let outcome = run.unwrap_or_else(|payload| {
+                // SAFETY: as above.
+                let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                    group.exec.runtime_panicked(index, &*payload)
+                }));
+                RunOutcome::Yield
+            });
+            match outcome {
+                RunOutcome::Terminated => {
+                    mark.retire();
+                    return;
+                }
+                RunOutcome::Yield => {
+                    self.queue.push(Work::Instance(group, index));
+                    return;
+                }
+                RunOutcome::Idle if mark.try_idle() => return,
+                RunOutcome::Idle => {} // new work raced in: run again right away
+            }
+        }
+    }
+
     fn run_task(&self, task: Arc<Task>) {
         loop {
-            // AcqRel: Acquire pairs with producers' doorbell RMW (their input is visible to us).
-            task.sched.fetch_and(!NOTIFIED, Ordering::AcqRel);
-            // SAFETY: we hold SCHEDULED and popped the task, so we are its only runner (see Task).
+            task.sched.begin();
+            // SAFETY: we popped the task while its mark says queued: we are its only runner (see Task).
             let exec = unsafe { &mut *task.exec.get() };
             // A panic in the runtime's own code (handler panics are caught inside `run`) fails
             // this kernel only; the worker goes on. The recovery itself is guarded too: should
@@ -162,21 +234,16 @@ impl Pool {
                 });
             match outcome {
                 RunOutcome::Terminated => {
-                    // Keep SCHEDULED set forever: later doorbells never queue it again.
+                    // Later doorbells never queue it again.
+                    task.sched.retire();
                     return;
                 }
                 RunOutcome::Yield => {
-                    self.queue.push(task);
+                    self.queue.push(Work::Kernel(task));
                     return;
                 }
-                RunOutcome::Idle => {
-                    // Release: our writes are visible to the next runner; fails if NOTIFIED was set.
-                    if task.sched.compare_exchange(SCHEDULED, 0, Ordering::AcqRel, Ordering::Acquire).is_ok()
-                    {
-                        return;
-                    }
-                    // New work raced in: run again right away.
-                }
+                RunOutcome::Idle if task.sched.try_idle() => return,
+                RunOutcome::Idle => {} // new work raced in: run again right away
             }
         }
     }
@@ -184,8 +251,8 @@ impl Pool {
     fn worker_loop(self: Arc<Self>, index: usize) {
         let me = &self.workers[index];
         loop {
-            if let Some(t) = self.steal() {
-                self.run_task(t);
+            if let Some(w) = self.steal() {
+                self.run(w);
                 continue;
             }
             if self.shutdown.load(Ordering::Acquire) {
@@ -209,8 +276,8 @@ impl Pool {
                 }
             };
             let Some(park) = park else {
-                if let Some(t) = found {
-                    self.run_task(t);
+                if let Some(w) = found {
+                    self.run(w);
                 }
                 continue;
             };
@@ -268,8 +335,18 @@ impl CpuBackend {
     /// Gives a kernel an executor on this pool, running `def`'s handlers (`None`: a kernel
     /// without a registered handler, whose messages get a typed error), and installs its doorbell.
     pub fn attach(&self, cell: &Arc<KernelCell>, def: Option<&Arc<KernelDef>>, dir: &Arc<Directory>) {
+        if cell.is_group() {
+            let group = Arc::new_cyclic(|this| GroupTask {
+                marks: (0..cell.instances()).map(|_| ReadyMark::new()).collect(),
+                exec: GroupExecutor::new(cell, def, dir),
+                pool: Arc::downgrade(&self.pool),
+                this: this.clone(),
+            });
+            cell.set_doorbell(group);
+            return;
+        }
         let task = Arc::new_cyclic(|this| Task {
-            sched: AtomicU32::new(0),
+            sched: ReadyMark::new(),
             exec: UnsafeCell::new(HostExecutor::new(cell, def, dir)),
             pool: Arc::downgrade(&self.pool),
             this: this.clone(),

@@ -36,6 +36,10 @@ impl Backend for CpuBackend {
         BackendKind::Cpu
     }
 
+    fn runs_groups(&self) -> bool {
+        true
+    }
+
     fn device(&self) -> String {
         format!("{} CPU worker threads", self.workers())
     }

@@ -8,8 +8,8 @@
 use ringkernel_core::backend::{Backend as BackendImpl, BackendConfigs, BackendProvider, OpenRequest};
 use ringkernel_core::message::KernelId;
 use ringkernel_core::runtime::{
-    Backend, Directory, KernelCatalog, KernelCell, KernelDef, KernelHandle, KernelState, LaunchOptions,
-    Placement,
+    Backend, Directory, KernelCatalog, KernelCell, KernelDef, KernelGroup, KernelHandle, KernelState,
+    LaunchOptions, Placement,
 };
 use ringkernel_core::{Error, Result};
 use ringkernel_cpu::CpuConfig;
@@ -260,6 +260,35 @@ impl RingKernel {
     /// [`KernelStatus::placement`](ringkernel_core::runtime::KernelStatus) says which, and a
     /// `tracing` event says so when a GPU runtime runs a kernel on the CPU).
     pub async fn launch(&self, name: &str, options: LaunchOptions) -> Result<KernelHandle> {
+        self.launch_cell(name, options, None).await
+    }
+
+    /// Launches `instances` instances of the kernel registered under `name`, as one kernel group:
+    /// each instance has its own state (built on its first message) and a mailbox of
+    /// `options`' input capacity, and is addressed as `(name, index)` from handlers
+    /// ([`Target::Instance`](ringkernel_core::runtime::Target)) and through
+    /// [`KernelGroup::instance`] from the host. Lifecycle, the output queue and the counters are
+    /// the group's.
+    ///
+    /// The group runs on the first of the runtime's backends that runs groups and can run the
+    /// definition; today that is the CPU pool on every runtime (the GPU backends run single
+    /// kernels only, so a GPU runtime's group runs on its CPU pool, and
+    /// [`KernelStatus::placement`](ringkernel_core::runtime::KernelStatus) says so).
+    pub async fn launch_group(
+        &self,
+        name: &str,
+        instances: u32,
+        options: LaunchOptions,
+    ) -> Result<KernelGroup> {
+        self.launch_cell(name, options, Some(instances)).await.map(KernelGroup::new)
+    }
+
+    async fn launch_cell(
+        &self,
+        name: &str,
+        options: LaunchOptions,
+        group: Option<u32>,
+    ) -> Result<KernelHandle> {
         let inner = &*self.inner;
         if inner.shut_down.load(Ordering::Acquire) {
             return Err(Error::ShutDown);
@@ -274,21 +303,33 @@ impl RingKernel {
         if def.is_none() {
             tracing::warn!("kernel {name:?} has no registered handler; registered kernels: {known:?}");
         }
-        let at = self.place(name, def.as_deref())?;
+        let at = self.place(name, def.as_deref(), group.is_some())?;
         let backend = &inner.backends[at];
-        let id = KernelId(inner.next_id.fetch_add(1, Ordering::Relaxed));
-        let auto = options.auto_activate;
-        let input = backend.input_ring(&options).map_err(|e| match e {
-            Error::Gpu { backend, detail, source, .. } => {
-                Error::Gpu { backend, kernel: name.to_string(), detail, source }
-            }
-            e => e,
-        })?;
         let accepts = def.as_deref().map(KernelDef::accepted_types);
-        let cell = Arc::new(match input {
-            Some(ring) => KernelCell::with_input(id, name, accepts, options, known, ring)?,
-            None => KernelCell::new(id, name, accepts, options, known)?,
+        let cell = Arc::new(match group {
+            Some(n) => {
+                // A group takes `n` consecutive ids: its instances' ids.
+                let id = inner.next_id.fetch_add(n, Ordering::Relaxed);
+                if id.checked_add(n).is_none() {
+                    return Err(Error::InvalidOptions(format!("no {n} kernel ids left in this runtime")));
+                }
+                KernelCell::new_group(KernelId(id), name, accepts, options, known, n)?
+            }
+            None => {
+                let id = KernelId(inner.next_id.fetch_add(1, Ordering::Relaxed));
+                let input = backend.input_ring(&options).map_err(|e| match e {
+                    Error::Gpu { backend, detail, source, .. } => {
+                        Error::Gpu { backend, kernel: name.to_string(), detail, source }
+                    }
+                    e => e,
+                })?;
+                match input {
+                    Some(ring) => KernelCell::with_input(id, name, accepts, options, known, ring)?,
+                    None => KernelCell::new(id, name, accepts, options, known)?,
+                }
+            }
         });
+        let auto = cell.options().auto_activate;
         cell.set_placement(Placement { backend: backend.kind(), device: inner.devices[at].clone() });
         inner.dir.insert(cell.clone())?;
         if let Err(e) = backend.attach(&cell, def.as_ref(), &inner.dir) {
@@ -306,21 +347,39 @@ impl RingKernel {
 
     /// The index of the first backend that can run `def`; an error naming the programs the
     /// kernel has and the backends the runtime runs when there is none.
-    fn place(&self, name: &str, def: Option<&KernelDef>) -> Result<usize> {
+    fn place(&self, name: &str, def: Option<&KernelDef>, group: bool) -> Result<usize> {
         let inner = &*self.inner;
-        let Some(at) = inner.backends.iter().position(|b| b.can_run(def)) else {
+        let Some(at) = inner.backends.iter().position(|b| b.can_run(def) && (!group || b.runs_groups()))
+        else {
             let have: Vec<&str> =
                 def.map(|d| d.gpu_backends().iter().map(|b| b.name()).collect()).unwrap_or_default();
             let backends: Vec<&str> = inner.backends.iter().map(|b| b.kind().name()).collect();
             return Err(Error::KernelDefinition {
                 kernel: name.to_string(),
-                detail: format!(
-                    "the kernel has only {have:?} programs and no CPU handlers, and the runtime runs on {}",
-                    backends.join(" and ")
-                ),
+                detail: if group {
+                    format!(
+                        "of the runtime's backends ({}) only {:?} run kernel groups, and the kernel has no handlers for them (it has {have:?} programs)",
+                        backends.join(" and "),
+                        inner.backends.iter().filter(|b| b.runs_groups()).map(|b| b.kind().name()).collect::<Vec<_>>()
+                    )
+                } else {
+                    format!(
+                        "the kernel has only {have:?} programs and no CPU handlers, and the runtime runs on {}",
+                        backends.join(" and ")
+                    )
+                },
             });
         };
-        if at > 0 {
+        if at > 0 && group {
+            tracing::info!(
+                kernel = name,
+                backend = inner.backends[at].kind().name(),
+                "the {} backend runs no kernel groups; group {name:?} runs on the {} backend ({})",
+                inner.kind.name(),
+                inner.backends[at].kind().name(),
+                inner.devices[at]
+            );
+        } else if at > 0 {
             tracing::info!(
                 kernel = name,
                 backend = inner.backends[at].kind().name(),
@@ -368,7 +427,15 @@ impl RingKernel {
         self.inner.dir.by_name(name).map(|c| KernelHandle::new(c, self.inner.dir.clone()))
     }
 
-    /// Handles on every launched kernel.
+    /// A handle on a launched kernel group, by name (`None` if `name` is no group).
+    #[must_use]
+    pub fn group(&self, name: &str) -> Option<KernelGroup> {
+        let cell = self.inner.dir.by_name(name).filter(|c| c.is_group())?;
+        Some(KernelGroup::new(KernelHandle::new(cell, self.inner.dir.clone())))
+    }
+
+    /// Handles on every launched kernel (a kernel group's handle is its group's; see
+    /// [`RingKernel::group`]).
     #[must_use]
     pub fn kernels(&self) -> Vec<KernelHandle> {
         self.inner.dir.all().into_iter().map(|c| KernelHandle::new(c, self.inner.dir.clone())).collect()

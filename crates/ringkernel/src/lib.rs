@@ -70,9 +70,10 @@ pub mod runtime {
     pub use ringkernel_core::runtime::inventory;
     pub use ringkernel_core::runtime::{
         payload_check, Backend, Context, DispatchError, ErrorReply, GpuProgram, HandlerError, HandlerOutput,
-        KernelCatalog, KernelDef, KernelHandle, KernelRegistration, KernelState, KernelStatus, LaunchOptions,
-        PayloadCheck, Placement, RawMessage, Received, ReceivedMeta, RestartPolicy, Target, TerminateReport,
-        TrySendError, DEFAULT_QUEUE_CAPACITY, MAX_MESSAGE_BYTES, MAX_PENDING_CALLS,
+        InstanceHandle, KernelCatalog, KernelDef, KernelGroup, KernelHandle, KernelRegistration, KernelState,
+        KernelStatus, LaunchOptions, PayloadCheck, Placement, RawMessage, Received, ReceivedMeta,
+        RestartPolicy, Target, TerminateReport, TrySendError, DEFAULT_QUEUE_CAPACITY, MAX_MESSAGE_BYTES,
+        MAX_PENDING_CALLS,
     };
 }
 
@@ -107,8 +108,8 @@ pub mod prelude {
     pub use ringkernel_core::hlc::{HlcClock, HlcTimestamp};
     pub use ringkernel_core::message::{KernelId, MessageId, RingMessage};
     pub use ringkernel_core::runtime::{
-        Backend, Context, KernelDef, KernelHandle, KernelState, KernelStatus, LaunchOptions, RawMessage,
-        Received, RestartPolicy, TerminateReport, TrySendError,
+        Backend, Context, InstanceHandle, KernelDef, KernelGroup, KernelHandle, KernelState, KernelStatus,
+        LaunchOptions, RawMessage, Received, RestartPolicy, Target, TerminateReport, TrySendError,
     };
     pub use ringkernel_core::{Error, Result};
     pub use ringkernel_derive::{ring_kernel, GpuType, RingMessage};

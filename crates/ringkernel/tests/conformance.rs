@@ -14,6 +14,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 #[path = "conformance/clock.rs"]
 mod clock;
+#[path = "conformance/groups.rs"]
+mod groups;
 #[path = "conformance/hostile.rs"]
 mod hostile;
 #[path = "conformance/panics.rs"]
@@ -835,6 +837,30 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn terminated_kernels_are_released() {
                 super::terminated_kernels_are_released($backend.into(), $cycles).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn group_request_reply() {
+                super::groups::group_request_reply($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn group_addressing() {
+                super::groups::group_addressing($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn group_ordering() {
+                super::groups::group_ordering($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn group_backpressure() {
+                super::groups::group_backpressure($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn group_panic_fails_one_instance() {
+                super::groups::group_panic_fails_one_instance($backend.into()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn group_terminate_conserves() {
+                super::groups::group_terminate_conserves($backend.into(), $races / 3).await
             }
         }
     };

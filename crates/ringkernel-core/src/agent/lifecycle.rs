@@ -26,7 +26,7 @@ impl<K> Record<K> {
     /// [`Phase::Failed`](super::Phase::Failed). Either way the request is answered.
     pub fn handler_failed(&mut self, cell: &KernelCell, text: &str, corr: u64, source: u32) -> bool {
         let request = EnvelopeHeader { correlation_id: corr, source, ..EnvelopeHeader::default() };
-        let restarted = failure::handler_failed(&mut self.local, cell, text, &request, || {});
+        let restarted = failure::handler_failed(&mut self.local, cell, text, &request, || {}, || cell.fail());
         if !restarted {
             self.fail();
         }

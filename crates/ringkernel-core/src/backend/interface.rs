@@ -27,6 +27,14 @@ pub trait Backend: Send + Sync + 'static {
     /// under a name without a registered definition, a mailbox only the host reads).
     fn can_run(&self, def: Option<&KernelDef>) -> bool;
 
+    /// Whether this backend runs kernel groups (cells made by
+    /// [`KernelCell::new_group`](crate::runtime::KernelCell::new_group): one mailbox per
+    /// instance, instances scheduled one by one). The default: no; the runtime then places a
+    /// group on the next backend that does (the CPU backend always does).
+    fn runs_groups(&self) -> bool {
+        false
+    }
+
     /// The memory the kernel's input queue must live in, when the backend's device reads it
     /// directly (CUDA: pinned host memory mapped into the device). `None`, the default: ordinary
     /// host memory, allocated by the cell.

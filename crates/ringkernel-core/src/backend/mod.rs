@@ -14,8 +14,8 @@
 //!
 //! Everything a backend needs to serve a kernel is re-exported here: the shared per-kernel
 //! [`KernelCell`] (queues, control block, reply table, lifecycle), the [`Directory`] of live
-//! kernels, the [`Doorbell`] a backend installs to be woken, the CPU executor ([`HostExecutor`],
-//! [`ExecLocal`]), the device-agent skeleton a GPU backend implements its device step in
+//! kernels, the [`Doorbell`] a backend installs to be woken, the CPU executors ([`HostExecutor`],
+//! [`ExecLocal`]; [`GroupExecutor`] and the [`ready`] mark for kernel groups), the device-agent skeleton a GPU backend implements its device step in
 //! ([`agent`]: thread, doorbell, per-kernel records, output routing, failures, terminate), and
 //! the waiting policies ([`backoff`]).
 //! docs/02-crate-structure.md shows, step by step, how to add a backend.
@@ -25,8 +25,9 @@ mod provider;
 
 pub use crate::runtime::Backend as BackendKind;
 pub use crate::runtime::{
-    AcceptedTypes, Directory, Doorbell, ExecLocal, HostExecutor, InputPush, KernelCell, RunOutcome, Waiters,
+    AcceptedTypes, Directory, Doorbell, ExecLocal, GroupExecutor, HostExecutor, InputPush, KernelCell,
+    RunOutcome, Waiters,
 };
-pub use crate::{agent, backoff};
+pub use crate::{agent, backoff, ready};
 pub use interface::Backend;
 pub use provider::{BackendConfigs, BackendProvider, OpenRequest};

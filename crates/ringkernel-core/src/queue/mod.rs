@@ -20,10 +20,12 @@
 //! is unambiguous. 32-bit indices keep the layout usable from WGSL, which has no 64-bit atomics.
 
 mod header;
+pub mod mailboxes;
 pub mod slot_ring;
 pub mod spsc;
 
 pub use header::{QueueHeader, QUEUE_HEADER_FIELDS, QUEUE_HEADER_SIZE, SLOT_META_FIELDS};
+pub use mailboxes::Mailboxes;
 pub use slot_ring::{RawSlotRing, RingMemory, SlotMeta, SlotRing};
 
 /// Largest supported capacity (slots).

@@ -110,10 +110,10 @@ unsafe impl Send for RawSlotRing {}
 unsafe impl Sync for RawSlotRing {}
 
 /// Releases a claimed slot when dropped, so a panicking closure cannot wedge the ring.
-struct Publish<'a> {
-    meta: &'a SlotMeta,
-    seq: u32,
-    len: u32,
+pub(crate) struct Publish<'a> {
+    pub(crate) meta: &'a SlotMeta,
+    pub(crate) seq: u32,
+    pub(crate) len: u32,
 }
 
 impl Drop for Publish<'_> {
@@ -146,6 +146,47 @@ impl Drop for BatchRelease<'_> {
             let pos = self.next;
             self.next = pos.wrapping_add(1);
             drop(Publish { meta: self.ring.meta(pos), seq: pos.wrapping_add(self.seq_add), len: self.len });
+        }
+    }
+}
+
+/// The claim step of the protocol, for producers and consumers alike: claims up to `want`
+/// consecutive positions starting at `end` (the tail for producers, with `ready = 0`: slots whose
+/// `seq == pos`; the head for consumers, with `ready = 1`: slots whose `seq == pos + 1`) with one
+/// compare-and-swap, and returns (first position, count); `None` when the slot at `end` is not
+/// ready (full for producers, empty for consumers). `meta(pos)` is the slot of position `pos`.
+/// [`crate::queue::Mailboxes`] uses it too, one ring per mailbox.
+#[inline]
+pub(crate) fn claim_positions<'m>(
+    end: &AtomicU32,
+    ready: u32,
+    want: u32,
+    meta: impl Fn(u32) -> &'m SlotMeta,
+) -> Option<(u32, u32)> {
+    // Relaxed: the end index is only a hint for where to look; the seq load below (Acquire, pairs
+    // with the other side's Release store of seq) is what establishes ownership, and the CAS
+    // re-validates the position.
+    let mut pos = end.load(Ordering::Relaxed);
+    loop {
+        let seq = meta(pos).seq.load(Ordering::Acquire);
+        let diff = seq.wrapping_sub(pos.wrapping_add(ready)) as i32;
+        if diff == 0 {
+            let mut n = 1;
+            while n < want
+                && meta(pos.wrapping_add(n)).seq.load(Ordering::Acquire) == pos.wrapping_add(n + ready)
+            {
+                n += 1;
+            }
+            match end.compare_exchange_weak(pos, pos.wrapping_add(n), Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some((pos, n)),
+                Err(cur) => pos = cur,
+            }
+        } else if diff < 0 {
+            return None;
+        } else {
+            // Another thread claimed `pos` already; catch up.
+            pos = end.load(Ordering::Relaxed);
+            crate::sync::spin_hint();
         }
     }
 }
@@ -261,71 +302,13 @@ impl RawSlotRing {
     /// Claims up to `want` consecutive free positions starting at the tail; returns (first, n).
     #[inline]
     fn claim_push(&self, want: u32) -> Option<(u32, u32)> {
-        let tail = &self.header().tail;
-        // Relaxed: the tail is only a hint for where to look; the seq load below (Acquire) is what
-        // establishes ownership, and the CAS re-validates the position.
-        let mut pos = tail.load(Ordering::Relaxed);
-        loop {
-            let seq = self.meta(pos).seq.load(Ordering::Acquire);
-            let diff = seq.wrapping_sub(pos) as i32;
-            if diff == 0 {
-                let mut n = 1;
-                while n < want
-                    && self.meta(pos.wrapping_add(n)).seq.load(Ordering::Acquire) == pos.wrapping_add(n)
-                {
-                    n += 1;
-                }
-                match tail.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(n),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Some((pos, n)),
-                    Err(cur) => pos = cur,
-                }
-            } else if diff < 0 {
-                return None;
-            } else {
-                // Another producer claimed `pos` already; catch up.
-                pos = tail.load(Ordering::Relaxed);
-                crate::sync::spin_hint();
-            }
-        }
+        claim_positions(&self.header().tail, 0, want, |p| self.meta(p))
     }
 
     /// Claims up to `want` consecutive published positions starting at the head.
     #[inline]
     fn claim_pop(&self, want: u32) -> Option<(u32, u32)> {
-        let head = &self.header().head;
-        // Relaxed: as in claim_push, ownership is established by the seq load and the CAS.
-        let mut pos = head.load(Ordering::Relaxed);
-        loop {
-            let seq = self.meta(pos).seq.load(Ordering::Acquire);
-            let diff = seq.wrapping_sub(pos.wrapping_add(1)) as i32;
-            if diff == 0 {
-                let mut n = 1;
-                while n < want
-                    && self.meta(pos.wrapping_add(n)).seq.load(Ordering::Acquire) == pos.wrapping_add(n + 1)
-                {
-                    n += 1;
-                }
-                match head.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(n),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Some((pos, n)),
-                    Err(cur) => pos = cur,
-                }
-            } else if diff < 0 {
-                return None;
-            } else {
-                pos = head.load(Ordering::Relaxed);
-                crate::sync::spin_hint();
-            }
-        }
+        claim_positions(&self.header().head, 1, want, |p| self.meta(p))
     }
 
     /// Claims one slot and lets `fill` write it in place. `fill` returns the number of bytes it

@@ -14,7 +14,7 @@ use crate::admission::AdmissionGate;
 use crate::control_block::ControlBlock;
 use crate::hlc::HlcClock;
 use crate::message::KernelId;
-use crate::queue::SlotRing;
+use crate::queue::{Mailboxes, SlotRing};
 use crate::{Error, Result};
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 use std::collections::HashMap;
@@ -25,7 +25,17 @@ use tokio::sync::Notify;
 pub trait Doorbell: Send + Sync {
     /// Called after new input (or a lifecycle request) is published for the kernel.
     fn ring(&self);
+
+    /// Called after a message was pushed into instance `index`'s mailbox of a kernel group
+    /// ([`KernelCell::new_group`]). The default rings the whole kernel.
+    fn ring_instance(&self, index: u32) {
+        let _ = index;
+        self.ring();
+    }
 }
+
+/// Byte offset of `destination` in an encoded envelope header (little-endian `u32`).
+const DESTINATION: usize = core::mem::offset_of!(crate::message::EnvelopeHeader, destination);
 
 const FAULT_NEXT_RUN: u8 = 1;
 const FAULT_NEXT_MESSAGE: u8 = 2;
@@ -41,6 +51,9 @@ pub enum InputPush {
     Closed,
     /// The bytes are larger than a slot of this queue: nothing was written.
     TooLarge,
+    /// The destination names no instance of this kernel (a group has fewer instances, or the
+    /// envelope is for another kernel): nothing was written.
+    NoSuchInstance,
 }
 
 /// Async wake-up for host tasks waiting on a condition that kernels change (output available,
@@ -132,6 +145,8 @@ pub struct KernelCell {
     known_kernels: Vec<String>,
     /// Test-only fault injection (see [`KernelCell::inject_runtime_fault`]).
     fault: core::sync::atomic::AtomicU8,
+    /// A kernel group's instance mailboxes ([`KernelCell::new_group`]); `None` for a single kernel.
+    group: Option<Mailboxes>,
 }
 
 impl KernelCell {
@@ -186,9 +201,74 @@ impl KernelCell {
             returned: Mutex::new(Vec::new()),
             known_kernels,
             fault: core::sync::atomic::AtomicU8::new(0),
+            group: None,
         })
     }
 
+    /// The cell of a kernel group: `count` instances of one definition, with ids `id ..
+    /// id + count` and one mailbox of `options.input_capacity` slots each; lifecycle, output
+    /// queue, pending calls and counters are the group's. The cell's own input queue is not used.
+    pub fn new_group(
+        id: KernelId,
+        name: &str,
+        accepts: Option<AcceptedTypes>,
+        options: LaunchOptions,
+        known_kernels: Vec<String>,
+        count: u32,
+    ) -> Result<Self> {
+        options.validate()?;
+        if count == 0 || id.0.checked_add(count).is_none() {
+            return Err(Error::InvalidOptions(format!(
+                "a kernel group needs between 1 and {} instances, not {count}",
+                u32::MAX - id.0
+            )));
+        }
+        let slot = options.slot_size();
+        let mailboxes = Mailboxes::new(count, options.input_capacity, slot)?;
+        let mut cell = Self::with_input(id, name, accepts, options, known_kernels, SlotRing::new(2, slot)?)?;
+        cell.group = Some(mailboxes);
+        Ok(cell)
+    }
+
+    /// Instances of this kernel: 1 for a single kernel.
+    #[inline]
+    pub fn instances(&self) -> u32 {
+        self.group.as_ref().map_or(1, Mailboxes::count)
+    }
+
+    /// Whether this is a kernel group's cell.
+    #[inline]
+    pub fn is_group(&self) -> bool {
+        self.group.is_some()
+    }
+
+    /// A kernel group's mailboxes (for backends; `None` for a single kernel).
+    #[doc(hidden)]
+    #[inline]
+    pub fn mailboxes(&self) -> Option<&Mailboxes> {
+        self.group.as_ref()
+    }
+
+    /// The instance index `id` names in this kernel (0 for a single kernel's own id).
+    #[inline]
+    pub fn instance_of(&self, id: KernelId) -> Option<u32> {
+        id.0.checked_sub(self.id.0).filter(|i| *i < self.instances())
+    }
+
+    /// The id of instance `index` (the kernel's id for index 0).
+    #[inline]
+    pub fn instance_id(&self, index: u32) -> KernelId {
+        KernelId(self.id.0 + index)
+    }
+
+    /// Whether the input that `dest` names has a free slot (snapshot, for waiting senders).
+    pub fn input_has_room(&self, dest: KernelId) -> bool {
+        match (&self.group, self.instance_of(dest)) {
+            (Some(m), Some(i)) => m.len(i) < m.capacity(),
+            (Some(_), None) => true,
+            (None, _) => self.input.len() < self.input.capacity(),
+        }
+    }
     /// Test-only fault injection: the next time the backend's host thread (CPU worker, CUDA
     /// agent, wgpu dispatcher) serves this kernel, its runtime code panics, outside any handler.
     /// The conformance tests use it to check that such a panic fails this kernel only. Not for
@@ -437,6 +517,37 @@ impl KernelCell {
         Ok(InputPush::Pushed)
     }
 
+    /// [`KernelCell::try_push_input`] for the input that `dest` names: a kernel group's instance
+    /// mailbox, or a single kernel's input queue (`dest` is then its id). A destination that is
+    /// no instance of this kernel is [`InputPush::NoSuchInstance`].
+    #[inline]
+    pub fn try_push_to<E>(
+        &self,
+        dest: KernelId,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> core::result::Result<InputPush, E> {
+        let Some(mailboxes) = &self.group else {
+            if dest != self.id {
+                return Ok(InputPush::NoSuchInstance);
+            }
+            return self.try_push_input(write);
+        };
+        let Some(index) = self.instance_of(dest) else { return Ok(InputPush::NoSuchInstance) };
+        let Some(admitted) = self.admission.enter() else {
+            return Ok(InputPush::Closed);
+        };
+        if mailboxes.try_push_with(index, write)?.is_none() {
+            return Ok(InputPush::Full);
+        }
+        // Counted while admitted, as in `try_push_input`.
+        self.control.add_in_flight(1);
+        drop(admitted);
+        if let Some(d) = self.doorbell.get() {
+            d.ring_instance(index);
+        }
+        Ok(InputPush::Pushed)
+    }
+
     /// Pushes an envelope the runtime itself encoded (K2K, a GPU kernel's output routed by its
     /// backend) into the input queue (see [`KernelCell::try_push_input`]). It does not validate:
     /// bytes from anywhere else go through
@@ -447,11 +558,22 @@ impl KernelCell {
         if bytes.len() > self.input.slot_size() as usize {
             return InputPush::TooLarge;
         }
-        self.try_push_input(|slot| {
+        let write = |slot: &mut [u8]| {
             slot[..bytes.len()].copy_from_slice(bytes);
             Ok::<_, core::convert::Infallible>(bytes.len())
-        })
-        .unwrap_or_else(|never| match never {})
+        };
+        let pushed = if self.group.is_some() {
+            // A group's instance is the envelope's destination.
+            match bytes.get(DESTINATION..DESTINATION + 4) {
+                Some(d) => {
+                    self.try_push_to(KernelId(u32::from_le_bytes(d.try_into().unwrap_or_default())), write)
+                }
+                None => Ok(InputPush::NoSuchInstance),
+            }
+        } else {
+            self.try_push_input(write)
+        };
+        pushed.unwrap_or_else(|never| match never {})
     }
 
     /// Closes the input queue for good and waits until every sender already admitted has
@@ -590,6 +712,8 @@ pub struct Directory {
 struct Maps {
     by_name: HashMap<String, Arc<KernelCell>>,
     by_id: HashMap<u32, Arc<KernelCell>>,
+    /// Kernel groups by first id (a group's instance ids follow it): the range lookup of `by_id`.
+    groups: std::collections::BTreeMap<u32, Arc<KernelCell>>,
     /// Size of `by_id` at which the next insert sweeps out terminated kernels.
     sweep_at: usize,
 }
@@ -612,9 +736,13 @@ impl Directory {
         if maps.by_id.len() >= maps.sweep_at {
             maps.by_name.retain(|_, c| c.state() != KernelState::Terminated);
             maps.by_id.retain(|_, c| c.state() != KernelState::Terminated);
+            maps.groups.retain(|_, c| c.state() != KernelState::Terminated);
             maps.sweep_at = (maps.by_id.len() * 2).max(64);
         }
         maps.by_name.insert(cell.name().to_string(), cell.clone());
+        if cell.is_group() {
+            maps.groups.insert(cell.id().0, cell.clone());
+        }
         maps.by_id.insert(cell.id().0, cell);
         Ok(())
     }
@@ -628,6 +756,9 @@ impl Directory {
         if maps.by_id.get(&cell.id().0).is_some_and(|c| core::ptr::eq(&**c, cell)) {
             maps.by_id.remove(&cell.id().0);
         }
+        if maps.groups.get(&cell.id().0).is_some_and(|c| core::ptr::eq(&**c, cell)) {
+            maps.groups.remove(&cell.id().0);
+        }
     }
 
     /// Looks a kernel up by name.
@@ -635,9 +766,15 @@ impl Directory {
         self.maps.read().unwrap_or_else(|e| e.into_inner()).by_name.get(name).cloned()
     }
 
-    /// Looks a kernel up by id.
+    /// Looks a kernel up by id; an instance id of a kernel group finds the group
+    /// ([`KernelCell::instance_of`] gives the index).
     pub fn by_id(&self, id: KernelId) -> Option<Arc<KernelCell>> {
-        self.maps.read().unwrap_or_else(|e| e.into_inner()).by_id.get(&id.0).cloned()
+        let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = maps.by_id.get(&id.0) {
+            return Some(c.clone());
+        }
+        let (_, group) = maps.groups.range(..=id.0).next_back()?;
+        group.instance_of(id).map(|_| group.clone())
     }
 
     /// All kernels the directory holds (snapshot): every kernel not yet terminated.

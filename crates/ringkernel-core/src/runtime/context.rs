@@ -15,13 +15,32 @@ use crate::{Error, Result};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 
-/// Where a K2K message goes: a kernel name or id.
+/// Where a K2K message goes: a kernel by name, an instance of a kernel group by name and index,
+/// or either by id.
 #[derive(Debug, Clone, Copy)]
 pub enum Target<'a> {
-    /// By name.
+    /// A single kernel by name (a kernel group is addressed per instance).
     Name(&'a str),
-    /// By id.
+    /// Instance `index` of the kernel group `name` (also written `("name", index)`).
+    Instance(&'a str, u32),
+    /// A kernel or a group's instance by id (for example a message's source).
     Id(KernelId),
+}
+
+impl<'a> From<(&'a str, u32)> for Target<'a> {
+    fn from((name, index): (&'a str, u32)) -> Self {
+        Target::Instance(name, index)
+    }
+}
+
+impl core::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Target::Name(n) => f.write_str(n),
+            Target::Instance(n, i) => write!(f, "{n}[{i}]"),
+            Target::Id(id) => write!(f, "{id}"),
+        }
+    }
 }
 
 impl<'a> From<&'a str> for Target<'a> {
@@ -125,7 +144,9 @@ impl ExecLocal {
                     InputPush::Full => {
                         self.outbox.push_back(Outgoing { route: Route::Kernel(t), bytes: bytes.to_vec() })
                     }
-                    InputPush::Closed | InputPush::TooLarge => keep_undeliverable(cell, &t, bytes, pushed),
+                    InputPush::Closed | InputPush::TooLarge | InputPush::NoSuchInstance => {
+                        keep_undeliverable(cell, &t, bytes, pushed)
+                    }
                 }
             }
         }
@@ -149,16 +170,18 @@ impl ExecLocal {
         match target {
             // A cached kernel that has terminated may have been replaced by a new launch under
             // the same name: look the name up again.
-            Target::Name(n) => match self.names.get(n).filter(|c| c.state() != KernelState::Terminated) {
-                Some(c) => Some(c),
-                None => {
-                    let c = dir.by_name(n);
-                    if let Some(c) = &c {
-                        self.names.insert(n.to_string(), c);
+            Target::Name(n) | Target::Instance(n, _) => {
+                match self.names.get(n).filter(|c| c.state() != KernelState::Terminated) {
+                    Some(c) => Some(c),
+                    None => {
+                        let c = dir.by_name(n);
+                        if let Some(c) = &c {
+                            self.names.insert(n.to_string(), c);
+                        }
+                        c
                     }
-                    c
                 }
-            },
+            }
             Target::Id(id) => match self.ids.get(&id.0) {
                 Some(c) => Some(c),
                 None => {
@@ -181,6 +204,8 @@ impl ExecLocal {
 /// Handler context (see the module docs).
 pub struct Context<'a> {
     pub(crate) cell: &'a KernelCell,
+    /// This kernel's id: the cell's, or the instance's in a kernel group.
+    pub(crate) me: KernelId,
     pub(crate) dir: &'a Directory,
     pub(crate) clock: &'a HlcClock,
     pub(crate) header: &'a EnvelopeHeader,
@@ -189,9 +214,19 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    /// This kernel's id.
+    /// This kernel's id (in a kernel group: this instance's id).
     pub fn kernel_id(&self) -> KernelId {
-        self.cell.id()
+        self.me
+    }
+
+    /// This instance's index in its kernel group (0 for a single kernel).
+    pub fn instance(&self) -> u32 {
+        self.me.0 - self.cell.id().0
+    }
+
+    /// Instances of this kernel's group (1 for a single kernel).
+    pub fn group_size(&self) -> u32 {
+        self.cell.instances()
     }
 
     /// This kernel's name.
@@ -224,30 +259,42 @@ impl<'a> Context<'a> {
         self.replied
     }
 
-    fn resolve(&mut self, target: Target<'_>) -> Result<Arc<KernelCell>> {
-        self.local.resolve(self.dir, target).ok_or_else(|| Error::K2k {
-            from: self.cell.id(),
-            to: match target {
-                Target::Name(n) => n.to_string(),
-                Target::Id(id) => id.to_string(),
-            },
-            detail: "no such kernel in this runtime".into(),
-        })
+    /// The kernel cell a target names and the destination id its envelope carries.
+    fn resolve(&mut self, target: Target<'_>) -> Result<(Arc<KernelCell>, KernelId)> {
+        let k2k = |detail: String| Error::K2k { from: self.me, to: target.to_string(), detail };
+        let Some(cell) = self.local.resolve(self.dir, target) else {
+            return Err(k2k("no such kernel in this runtime".into()));
+        };
+        let dest = match target {
+            Target::Name(_) if cell.is_group() => {
+                return Err(k2k(format!(
+                    "it is a kernel group of {} instances: address one as (name, index)",
+                    cell.instances()
+                )))
+            }
+            Target::Name(_) => cell.id(),
+            Target::Instance(_, index) if index < cell.instances() => cell.instance_id(index),
+            Target::Instance(_, index) => {
+                return Err(k2k(format!("instance {index} is out of range: it has {}", cell.instances())))
+            }
+            Target::Id(id) => id,
+        };
+        Ok((cell, dest))
     }
 
     /// Sends `msg` to another kernel's input queue (K2K), stamped with this kernel's clock.
     ///
     /// If the target queue is full the message waits in this kernel's outbox (see module docs).
     pub fn send_to<'t, M: RingMessage>(&mut self, target: impl Into<Target<'t>>, msg: M) -> Result<()> {
-        let target = self.resolve(target.into())?;
-        target.check_accepts(M::message_type(), M::type_name())?;
+        let (target, dest) = self.resolve(target.into())?;
         let meta = EnvelopeMeta {
             correlation_id: 0,
-            source: self.cell.id().0,
-            destination: target.id().0,
+            source: self.me.0,
+            destination: dest.0,
             hlc: self.clock.tick(),
             flags: 0,
         };
+        self.check_target(&target, &msg, &meta)?;
         self.push_or_queue(Route::Kernel(target), &msg, &meta)
     }
 
@@ -255,7 +302,7 @@ impl<'a> Context<'a> {
     pub fn emit<M: RingMessage>(&mut self, msg: M) -> Result<()> {
         let meta = EnvelopeMeta {
             correlation_id: 0,
-            source: self.cell.id().0,
+            source: self.me.0,
             destination: KernelId::HOST.0,
             hlc: self.clock.tick(),
             flags: 0,
@@ -269,7 +316,7 @@ impl<'a> Context<'a> {
         self.replied = true;
         let meta = EnvelopeMeta {
             correlation_id: self.header.correlation_id,
-            source: self.cell.id().0,
+            source: self.me.0,
             destination: self.header.source,
             hlc: self.clock.tick(),
             flags: FLAG_REPLY,
@@ -289,10 +336,29 @@ impl<'a> Context<'a> {
             }
             self.push_or_queue(Route::HostOutput, &msg, &meta)
         } else {
-            let target = self.resolve(Target::Id(KernelId(self.header.source)))?;
-            target.check_accepts(M::message_type(), M::type_name())?;
+            let (target, _) = self.resolve(Target::Id(KernelId(self.header.source)))?;
+            self.check_target(&target, &msg, &meta)?;
             self.push_or_queue(Route::Kernel(target), &msg, &meta)
         }
+    }
+
+    /// Checks that `target` takes `msg` now. One that stopped taking messages (terminating,
+    /// terminated, failed) is an error for the handler, and the message is kept for this
+    /// kernel's terminate report, as when the stop is found at the push.
+    fn check_target<M: RingMessage>(
+        &mut self,
+        target: &KernelCell,
+        msg: &M,
+        meta: &EnvelopeMeta,
+    ) -> Result<()> {
+        let checked = target.check_accepts(M::message_type(), M::type_name());
+        if let Err(Error::NotAccepting { .. }) = &checked {
+            let mut bytes = vec![0u8; target.input().slot_size() as usize];
+            if let Ok(n) = encode(msg, meta, &mut bytes) {
+                keep_undeliverable(self.cell, target, &bytes[..n], InputPush::Closed);
+            }
+        }
+        checked
     }
 
     fn push_or_queue<M: RingMessage>(&mut self, route: Route, msg: &M, meta: &EnvelopeMeta) -> Result<()> {
@@ -302,11 +368,20 @@ impl<'a> Context<'a> {
         };
         if self.local.outbox.is_empty() {
             match &route {
-                Route::Kernel(c) => match c.try_push_input(|slot| encode(msg, meta, slot))? {
-                    InputPush::Pushed => return Ok(()),
-                    InputPush::Full => {}
-                    InputPush::Closed | InputPush::TooLarge => return Err(c.not_accepting()),
-                },
+                Route::Kernel(c) => {
+                    match c.try_push_to(KernelId(meta.destination), |slot| encode(msg, meta, slot))? {
+                        InputPush::Pushed => return Ok(()),
+                        InputPush::Full => {}
+                        why @ (InputPush::Closed | InputPush::TooLarge | InputPush::NoSuchInstance) => {
+                            // The handler hears about it, and the message is kept for this kernel's
+                            // terminate report rather than dropped.
+                            let mut bytes = vec![0u8; slot_size as usize];
+                            let n = encode(msg, meta, &mut bytes)?;
+                            keep_undeliverable(self.cell, c, &bytes[..n], why);
+                            return Err(c.not_accepting());
+                        }
+                    }
+                }
                 Route::HostOutput => {
                     if self.cell.try_push_output(|slot| encode(msg, meta, slot))? {
                         return Ok(());
@@ -327,6 +402,7 @@ impl<'a> Context<'a> {
 fn keep_undeliverable(cell: &KernelCell, target: &KernelCell, bytes: &[u8], why: InputPush) {
     let detail = match why {
         InputPush::TooLarge => "does not fit the target's input slots",
+        InputPush::NoSuchInstance => "names no instance of the target",
         _ => "found the target stopped",
     };
     cell.record_error(
@@ -390,7 +466,7 @@ pub(crate) fn flush_outbox(cell: &KernelCell, local: &mut ExecLocal) -> bool {
             Route::Kernel(t) => match t.push_input_bytes(&front.bytes) {
                 InputPush::Pushed => {}
                 InputPush::Full => return false,
-                why @ (InputPush::Closed | InputPush::TooLarge) => {
+                why @ (InputPush::Closed | InputPush::TooLarge | InputPush::NoSuchInstance) => {
                     // The target stopped; keep the message for our own terminate() to return.
                     keep_undeliverable(cell, t, &front.bytes, why);
                 }

@@ -249,49 +249,13 @@ impl HostExecutor {
             fail_request(cell, &mut self.local, &header, &text, false);
             return;
         };
-        let mut ctx = Context {
-            cell,
-            dir,
-            clock: &self.clock,
-            header: &header,
-            local: &mut self.local,
-            replied: false,
-        };
-        // Counted before the handler runs: anyone who sees the handler's reply or K2K output also
-        // sees this message in `messages_processed`.
-        cell.control.add_processed(1);
-        let result =
-            catch_unwind(AssertUnwindSafe(|| def.dispatch_decoded(state, &header, payload, &mut ctx)));
-        let replied = ctx.replied;
-        match result {
-            Ok(Ok(())) => {
-                if header.correlation_id != 0 && !replied {
-                    fail_request(
-                        cell,
-                        &mut self.local,
-                        &header,
-                        "the handler returned no reply to this request",
-                        false,
-                    );
-                }
-            }
-            Ok(Err(e)) => {
-                let code = match e {
-                    DispatchError::Decode(_) => ErrorCode::Decode,
-                    DispatchError::UnknownType(_) => ErrorCode::UnknownMessageType,
-                    DispatchError::Handler(_) => ErrorCode::HandlerError,
-                };
-                let text = e.to_string();
-                cell.record_error(code, text.clone());
-                fail_request(cell, &mut self.local, &header, &text, false);
-            }
-            Err(panic) => {
-                let text = format!("handler panicked: {}", failure::panic_message(&*panic));
-                let state = &mut self.state;
-                let reset = || *state = Some(def.make_state());
-                if !failure::handler_failed(&mut self.local, cell, &text, &header, reset) {
-                    self.failed = true;
-                }
+        let panicked =
+            dispatch_one(cell, dir, &self.clock, &mut self.local, cell.id(), def, state, &header, payload);
+        if let Some(text) = panicked {
+            let state = &mut self.state;
+            let reset = || *state = Some(def.make_state());
+            if !failure::handler_failed(&mut self.local, cell, &text, &header, reset, || cell.fail()) {
+                self.failed = true;
             }
         }
         // Test hook: the runtime's own code panics after this message was handled.
@@ -328,6 +292,50 @@ impl HostExecutor {
         self.state = None;
         self.local = ExecLocal::default();
         cell.finish_terminate();
+    }
+}
+
+/// Runs `def`'s handler on one decoded message with `state`, as kernel (or group instance) `me`
+/// of `cell`: counts the message processed, and answers a request the handler left unanswered or
+/// failed with an error reply. A handler panic is caught and its text returned: the caller
+/// applies the restart policy ([`failure::handler_failed`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dispatch_one(
+    cell: &KernelCell,
+    dir: &Directory,
+    clock: &HlcClock,
+    local: &mut ExecLocal,
+    me: crate::message::KernelId,
+    def: &KernelDef,
+    state: &mut BoxedState,
+    header: &crate::message::EnvelopeHeader,
+    payload: &[u8],
+) -> Option<String> {
+    let mut ctx = Context { cell, me, dir, clock, header, local, replied: false };
+    // Counted before the handler runs: anyone who sees the handler's reply or K2K output also
+    // sees this message in `messages_processed`.
+    cell.control.add_processed(1);
+    let result = catch_unwind(AssertUnwindSafe(|| def.dispatch_decoded(state, header, payload, &mut ctx)));
+    let replied = ctx.replied;
+    match result {
+        Ok(Ok(())) => {
+            if header.correlation_id != 0 && !replied {
+                fail_request(cell, local, header, "the handler returned no reply to this request", false);
+            }
+            None
+        }
+        Ok(Err(e)) => {
+            let code = match e {
+                DispatchError::Decode(_) => ErrorCode::Decode,
+                DispatchError::UnknownType(_) => ErrorCode::UnknownMessageType,
+                DispatchError::Handler(_) => ErrorCode::HandlerError,
+            };
+            let text = e.to_string();
+            cell.record_error(code, text.clone());
+            fail_request(cell, local, header, &text, false);
+            None
+        }
+        Err(panic) => Some(format!("handler panicked: {}", failure::panic_message(&*panic))),
     }
 }
 

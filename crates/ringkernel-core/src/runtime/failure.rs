@@ -25,15 +25,17 @@ pub(crate) fn panic_message(payload: &(dyn core::any::Any + Send)) -> &str {
 
 /// A handler failed its kernel (a panic, `rk_fail`) while handling `request`. Applies the
 /// restart policy: with a restart left, `reset` rebuilds the kernel's state and the kernel goes
-/// on (returns `true`); otherwise the kernel becomes `Failed`. The state changes before the
-/// request is answered, so a caller that sees the error also sees the kernel restarted or
-/// `Failed`.
+/// on (returns `true`); otherwise `fail` fails it (a single kernel: the cell becomes `Failed`; a
+/// kernel group: that instance only). The state changes before the request is answered, so a
+/// caller that sees the error also sees the kernel restarted or failed. A kernel group's
+/// instances share the group's restart budget.
 pub(crate) fn handler_failed(
     local: &mut ExecLocal,
     cell: &KernelCell,
     text: &str,
     request: &EnvelopeHeader,
     reset: impl FnOnce(),
+    fail: impl FnOnce(),
 ) -> bool {
     cell.record_error(ErrorCode::HandlerPanic, text.to_string());
     let restart = match cell.options().restart {
@@ -46,7 +48,7 @@ pub(crate) fn handler_failed(
         tracing::warn!(kernel = cell.name(), "{text}; restarted with fresh state");
     } else {
         tracing::error!(kernel = cell.name(), "{text}; kernel failed");
-        cell.fail();
+        fail();
     }
     local.fail_request(cell, request, text, !restart);
     restart

@@ -121,6 +121,9 @@ pub struct KernelStatus {
     /// The backend and device running the kernel (a kernel without a program for a GPU runtime's
     /// backend runs on its CPU pool, and says so here).
     pub placement: Option<super::options::Placement>,
+    /// Instances: 1 for a single kernel, the group's size for a kernel group (whose counters and
+    /// queue depths are summed over its instances).
+    pub instances: u32,
 }
 
 /// What `terminate` hands back.
@@ -138,6 +141,9 @@ pub struct TerminateReport {
 pub struct KernelHandle {
     cell: Arc<KernelCell>,
     dir: Arc<Directory>,
+    /// Where sends go: the kernel's own id, or an instance of a kernel group (`None` on a group's
+    /// own handle, which sends nowhere).
+    dest: Option<KernelId>,
 }
 
 impl core::fmt::Debug for KernelHandle {
@@ -172,7 +178,29 @@ impl Drop for CallGuard<'_> {
 impl KernelHandle {
     /// Wraps a kernel cell (used by runtimes).
     pub fn new(cell: Arc<KernelCell>, dir: Arc<Directory>) -> Self {
-        Self { cell, dir }
+        let dest = (!cell.is_group()).then(|| cell.id());
+        Self { cell, dir, dest }
+    }
+
+    /// A handle whose sends go to instance `index` of the kernel group `cell`.
+    pub(crate) fn for_instance(&self, index: u32) -> Result<Self> {
+        if index >= self.cell.instances() {
+            return Err(Error::NoSuchInstance {
+                kernel: self.cell.name().to_string(),
+                instances: self.cell.instances(),
+                detail: format!("it has no instance {index}"),
+            });
+        }
+        Ok(Self { cell: self.cell.clone(), dir: self.dir.clone(), dest: Some(self.cell.instance_id(index)) })
+    }
+
+    /// The id sends go to; a group's own handle has none.
+    fn dest(&self) -> Result<KernelId> {
+        self.dest.ok_or_else(|| Error::NoSuchInstance {
+            kernel: self.cell.name().to_string(),
+            instances: self.cell.instances(),
+            detail: "send to one instance (KernelGroup::instance)".to_string(),
+        })
     }
 
     /// The shared cell (for backends, the runtime and tests; not part of the user API: a cell's
@@ -206,7 +234,10 @@ impl KernelHandle {
             state: self.cell.state(),
             messages_processed: c.messages_processed(),
             messages_in_flight: c.messages_in_flight(),
-            input_queue_depth: self.cell.input().len(),
+            input_queue_depth: match self.cell.mailboxes() {
+                Some(m) => (0..m.count()).map(|i| m.len(i)).sum(),
+                None => self.cell.input().len(),
+            },
             output_queue_depth: self.cell.output_len(),
             last_error: self.cell.last_error(),
             last_error_code: c.last_error(),
@@ -214,6 +245,7 @@ impl KernelHandle {
             restarts: c.restarts(),
             clock: HlcTimestamp::from_packed(c.hlc_packed(), self.cell.id().0),
             placement: self.cell.placement().cloned(),
+            instances: self.cell.instances(),
         }
     }
 
@@ -258,36 +290,33 @@ impl KernelHandle {
         Ok(TerminateReport { messages_processed: c.messages_processed(), returned: self.cell.returned() })
     }
 
-    fn meta(&self, correlation_id: u64) -> EnvelopeMeta {
-        EnvelopeMeta {
-            correlation_id,
-            source: KernelId::HOST.0,
-            destination: self.cell.id().0,
-            hlc: self.dir.host_clock.tick(),
-            flags: 0,
-        }
-    }
-
     /// Encodes into the input queue: Ok(true) pushed, Ok(false) full; a kernel that stopped
     /// taking messages meanwhile is [`Error::NotAccepting`].
     #[inline]
     fn push<M: RingMessage>(&self, msg: &M, correlation_id: u64) -> Result<bool> {
-        let meta = self.meta(correlation_id);
-        match self.cell.try_push_input(|slot| encode(msg, &meta, slot))? {
+        let dest = self.dest()?;
+        let meta = EnvelopeMeta {
+            correlation_id,
+            source: KernelId::HOST.0,
+            destination: dest.0,
+            hlc: self.dir.host_clock.tick(),
+            flags: 0,
+        };
+        match self.cell.try_push_to(dest, |slot| encode(msg, &meta, slot))? {
             InputPush::Pushed => Ok(true),
             InputPush::Full => Ok(false),
-            InputPush::Closed | InputPush::TooLarge => Err(self.cell.not_accepting()),
+            InputPush::Closed | InputPush::TooLarge | InputPush::NoSuchInstance => {
+                Err(self.cell.not_accepting())
+            }
         }
     }
 
     /// Waits until the input queue has room or the kernel stops taking messages.
     async fn input_room(&self) {
         let cell = &*self.cell;
+        let dest = self.dest.unwrap_or(cell.id());
         cell.input_waiters
-            .wait_until(|| {
-                (cell.input().len() < cell.input().capacity() || !cell.state().accepts_messages())
-                    .then_some(())
-            })
+            .wait_until(|| (cell.input_has_room(dest) || !cell.state().accepts_messages()).then_some(()))
             .await;
     }
 
@@ -324,11 +353,18 @@ impl KernelHandle {
     /// on any backend only ever sees valid envelopes. Each violation is a typed error and nothing
     /// is queued; a full queue is [`Error::QueueFull`] (the bytes stay with the caller).
     pub fn try_send_bytes(&self, bytes: &[u8]) -> Result<()> {
-        super::ingress::validate(&self.cell, &self.dir.host_clock, bytes)?;
-        match self.cell.push_input_bytes(bytes) {
+        let dest = self.dest()?;
+        super::ingress::validate(&self.cell, dest, &self.dir.host_clock, bytes)?;
+        let copy = |slot: &mut [u8]| {
+            slot[..bytes.len()].copy_from_slice(bytes);
+            Ok::<_, core::convert::Infallible>(bytes.len())
+        };
+        match self.cell.try_push_to(dest, copy).unwrap_or_else(|never| match never {}) {
             InputPush::Pushed => Ok(()),
             InputPush::Full => Err(Error::QueueFull(self.cell.name().to_string())),
-            InputPush::Closed | InputPush::TooLarge => Err(self.cell.not_accepting()),
+            InputPush::Closed | InputPush::TooLarge | InputPush::NoSuchInstance => {
+                Err(self.cell.not_accepting())
+            }
         }
     }
 
@@ -421,6 +457,7 @@ impl KernelHandle {
 
     async fn call_inner<Req: RingMessage, Resp: RingMessage>(&self, req: Req) -> Result<Resp> {
         let cell = &*self.cell;
+        self.dest()?;
         cell.check_accepts(Req::message_type(), Req::type_name())?;
         let ticket = loop {
             if let Some(t) = cell.replies.claim() {

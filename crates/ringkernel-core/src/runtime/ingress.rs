@@ -11,7 +11,7 @@
 //! 4. a one-way message from the host: no reply flags, no correlation id (only `call` makes
 //!    those, so raw bytes can never complete somebody else's call), source 0 (the host: raw
 //!    bytes cannot pose as a kernel, whose replies would be routed to it), destination 0 or this
-//!    kernel ([`Error::Decode`] with [`DecodeError::Payload`]);
+//!    kernel (the instance, for a kernel group) ([`Error::Decode`] with [`DecodeError::Payload`]);
 //! 5. a message type the kernel handles ([`Error::UnknownMessageType`]);
 //! 6. the payload decodes as that type: fixed fields present, slices inside the payload
 //!    ([`Error::Decode`]; the same decoder the CPU handler runs, for GPU kernels too);
@@ -25,8 +25,14 @@ use crate::hlc::{HlcClock, HlcTimestamp};
 use crate::message::{decode_header, DecodeError, EnvelopeHeader, KernelId, FLAG_ERROR_REPLY, FLAG_REPLY};
 use crate::{Error, Result};
 
-/// Applies the rules of the [module docs](self) to `bytes` for `cell`'s kernel.
-pub(crate) fn validate(cell: &KernelCell, host_clock: &HlcClock, bytes: &[u8]) -> Result<EnvelopeHeader> {
+/// Applies the rules of the [module docs](self) to `bytes` for `cell`'s kernel, sent to `dest`
+/// (the kernel's id, or one of its group's instance ids).
+pub(crate) fn validate(
+    cell: &KernelCell,
+    dest: KernelId,
+    host_clock: &HlcClock,
+    bytes: &[u8],
+) -> Result<EnvelopeHeader> {
     let state = cell.state();
     if !state.accepts_messages() {
         return Err(cell.not_accepting());
@@ -52,8 +58,8 @@ pub(crate) fn validate(cell: &KernelCell, host_clock: &HlcClock, bytes: &[u8]) -
     if header.source != KernelId::HOST.0 {
         return refuse(format!("source {}: raw bytes come from the host (source 0)", header.source));
     }
-    if header.destination != 0 && header.destination != cell.id().0 {
-        return refuse(format!("destination {} is not kernel {}", header.destination, cell.id()));
+    if header.destination != 0 && header.destination != dest.0 {
+        return refuse(format!("destination {} is not kernel {dest}", header.destination));
     }
     cell.check_payload(header.type_id, payload)?;
     host_clock.update(&HlcTimestamp::from_packed(header.hlc, header.hlc_node))?;

@@ -13,6 +13,8 @@ mod definition;
 mod envelope;
 mod exec;
 pub(crate) mod failure;
+mod group;
+mod group_exec;
 mod handle;
 mod ingress;
 mod options;
@@ -30,6 +32,8 @@ pub use definition::{
 };
 pub use envelope::{ErrorReply, RawMessage};
 pub use exec::{HostExecutor, RunOutcome};
+pub use group::{InstanceHandle, KernelGroup};
+pub use group_exec::GroupExecutor;
 pub use handle::{KernelHandle, KernelStatus, Received, ReceivedMeta, TerminateReport, TrySendError};
 pub use options::{
     Backend, LaunchOptions, Placement, RestartPolicy, DEFAULT_QUEUE_CAPACITY, MAX_MESSAGE_BYTES,
