@@ -31,8 +31,10 @@ def wheel_file(pattern: str) -> pathlib.Path:
 
 def check(nvrtc, ptxas: pathlib.Path, path: pathlib.Path, out_dir: pathlib.Path) -> None:
     src = path.read_bytes()
-    entries = [line.split("rk_kernel_")[1].split("(")[0] for line in src.decode().splitlines()
+    # Single-kernel entry points, and the kernel-group workers' entry (`RK_GROUP_ENTRY`).
+    entries = [line.split("RK_KERNEL ")[1].split("(")[0] for line in src.decode().splitlines()
                if line.startswith("RK_KERNEL rk_kernel_")]
+    entries += ["rk_group_main" for line in src.decode().splitlines() if line.startswith("RK_GROUP_ENTRY")]
     if not entries:
         sys.exit(f"{path}: no RK_KERNEL entry point")
     for arch in ARCHS:
@@ -55,8 +57,8 @@ def check(nvrtc, ptxas: pathlib.Path, path: pathlib.Path, out_dir: pathlib.Path)
         nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
         text = ptx.value.decode()
         for e in entries:
-            if f".entry rk_kernel_{e}(" not in text:
-                sys.exit(f"{path}: PTX for compute_{arch} has no entry rk_kernel_{e}")
+            if f".entry {e}(" not in text:
+                sys.exit(f"{path}: PTX for compute_{arch} has no entry {e}")
         ptx_file = out_dir / f"{path.stem}.sm_{arch}.ptx"
         ptx_file.write_text(text)
         cubin = out_dir / f"{path.stem}.sm_{arch}.cubin"
@@ -65,7 +67,7 @@ def check(nvrtc, ptxas: pathlib.Path, path: pathlib.Path, out_dir: pathlib.Path)
         if res.returncode != 0:
             sys.exit(f"{path}: ptxas failed for sm_{arch}:\n{res.stdout}{res.stderr}")
         print(f"ok  {path.name}: NVRTC -> PTX -> ptxas sm_{arch} ({cubin.stat().st_size} bytes cubin), "
-              f"entries {', '.join('rk_kernel_' + e for e in entries)}")
+              f"entries {', '.join(entries)}")
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ use crate::types::{CodegenError, KernelTypes};
 use std::fmt::Write;
 
 pub mod c_types;
+pub mod group;
 
 /// What differs between C-family targets (see the module docs); implemented by zero-sized
 /// target types.
@@ -202,6 +203,7 @@ pub fn emit_kernel<D: CDialect>(spec: &CKernelSpec<'_>) -> Result<String, Codege
         "#define RK_MAX_ROUTES {MAX_ROUTES}u\n#define RK_ROUTE_BASE {ROUTE_BASE:#x}u\n\
          #define RK_ERR_NO_REPLY {:#x}u\n#define RK_ERR_UNKNOWN_TYPE {:#x}u\n#define RK_ERR_MALFORMED {:#x}u\n\
          #define RK_ERR_TOO_LARGE {:#x}u\n#define RK_ERR_BAD_ROUTE {:#x}u\n#define RK_ERR_EXITING {:#x}u\n\
+         #define RK_ERR_INSTANCE_FAILED {:#x}u\n\
          #define RK_CTL_ACTIVE {}u\n#define RK_CTL_TERMINATE {}u\n#define RK_CTL_EXIT {}u\n\
          #define RK_CTL_RESTART_SHIFT {}u\n#define RK_CTL_SNAPSHOT_SHIFT {}u\n#define RK_CTL_GEN_MASK {:#x}u",
         err::NO_REPLY,
@@ -210,6 +212,7 @@ pub fn emit_kernel<D: CDialect>(spec: &CKernelSpec<'_>) -> Result<String, Codege
         err::TOO_LARGE,
         err::TOO_MANY_SENDS,
         err::EXITING,
+        err::INSTANCE_FAILED,
         ctl::ACTIVE,
         ctl::TERMINATE,
         ctl::EXIT,
@@ -223,6 +226,9 @@ pub fn emit_kernel<D: CDialect>(spec: &CKernelSpec<'_>) -> Result<String, Codege
     out.push_str(&c_types::emit_c_types(spec.types.messages));
     out.push_str(&c_types::emit_c_state_type(&spec.types.state));
     out.push_str(CONTEXT);
+    let (group_helpers, group_loop) =
+        group::GROUP_RUNTIME.split_once("// ---- group loop ----").expect("group.h has its two parts");
+    out.push_str(group_helpers);
     for m in spec.types.messages {
         let n = m.name;
         let _ = write!(
@@ -241,7 +247,14 @@ pub fn emit_kernel<D: CDialect>(spec: &CKernelSpec<'_>) -> Result<String, Codege
              rk_out o;\n    if (route >= ctx->p->n_routes) return rk_error(ctx, RK_ERR_BAD_ROUTE);\n    \
              if (!rk_out_begin(ctx, (int32_t)route, &o)) return rk_error(ctx, RK_ERR_EXITING);\n    \
              int32_t w = rk_write_{n}((uint32_t*)(o.slot + RK_HDR), o.cap_words, m);\n    \
-             return rk_out_end(ctx, &o, w, RK_TYPE_{n}, 0u, 0u, o.device ? o.target : RK_ROUTE_BASE + route);\n}}\n"
+             return rk_out_end(ctx, &o, w, RK_TYPE_{n}, 0u, 0u, o.device ? o.target : RK_ROUTE_BASE + route);\n}}\n\
+             RK_DEVICE uint32_t rk_send_instance_{n}(rk_ctx* ctx, uint32_t index, const {n}* m) {{\n    \
+             rk_out o;\n    if (!ctx->group || index >= ctx->group->instances) return rk_error(ctx, RK_ERR_BAD_ROUTE);\n    \
+             if (!rk_group_out_begin(ctx, index, &o)) return rk_error(ctx, RK_ERR_EXITING);\n    \
+             int32_t w = rk_write_{n}((uint32_t*)(o.slot + RK_HDR), o.cap_words, m);\n    \
+             uint32_t r = rk_out_end(ctx, &o, w, RK_TYPE_{n}, 0u, 0u, ctx->group->base_id + index);\n    \
+             if (o.device) rk_group_wake(ctx->group, index);\n    \
+             return r;\n}}\n"
         );
     }
     let s = spec.types.state.name;
@@ -268,6 +281,7 @@ pub fn emit_kernel<D: CDialect>(spec: &CKernelSpec<'_>) -> Result<String, Codege
     }
     out.push_str("    default: return RK_ERR_UNKNOWN_TYPE;\n    }\n}\n");
     out.push_str(&PERSISTENT_LOOP.replace("STATE", s));
+    out.push_str(&group_loop.replace("STATE", s));
     Ok(out)
 }
 
@@ -290,7 +304,18 @@ typedef struct {
     /// Device memory the handler may use freely (for example to build a Vec field).
     uint8_t* scratch;
     uint32_t scratch_bytes;
+    /// This kernel's id (in a kernel group: the instance's, `group->base_id + instance`).
+    uint32_t self_id;
+    /// In a kernel group: the instance being run (0 otherwise).
+    uint32_t instance;
+    /// The kernel group's descriptor (0 for a single kernel).
+    rk_group_desc* group;
 } rk_ctx;
+
+/// This instance's index in its kernel group (0 for a single kernel).
+RK_DEVICE uint32_t rk_instance(const rk_ctx* ctx) { return ctx->instance; }
+/// Instances of this kernel's group (1 for a single kernel).
+RK_DEVICE uint32_t rk_group_size(const rk_ctx* ctx) { return ctx->group ? ctx->group->instances : 1u; }
 
 /// Fails the request being handled with `code` (an error reply to its sender); returns `code`.
 RK_DEVICE uint32_t rk_error(rk_ctx* ctx, uint32_t code) {
@@ -376,7 +401,7 @@ RK_DEVICE uint32_t rk_out_end(rk_ctx* ctx, rk_out* o, int32_t words, uint64_t ty
     }
     ctx->clock = rk_hlc_merge(ctx->clock, 0u);
     rk_envelope_header* h = (rk_envelope_header*)o->slot;
-    uint32_t id = ctx->cb->kernel_id;
+    uint32_t id = ctx->self_id;
     h->magic = RK_ENVELOPE_MAGIC;
     h->version = (uint16_t)RK_ENVELOPE_VERSION;
     h->flags = (uint16_t)flags;
@@ -394,17 +419,20 @@ RK_DEVICE uint32_t rk_out_end(rk_ctx* ctx, rk_out* o, int32_t words, uint64_t ty
     return 0u;
 }
 
-// An error reply (FLAG_ERROR_REPLY, payload = the code) to the sender of the current message.
-RK_DEVICE void rk_error_reply(rk_ctx* ctx, uint32_t code) {
+// An error reply (FLAG_ERROR_REPLY and `extra`, payload = the code) to the sender of the current
+// message.
+RK_DEVICE void rk_error_reply_flags(rk_ctx* ctx, uint32_t code, uint32_t extra) {
     rk_out o;
     // Told to exit while waiting for room: the error reply is not sent (the host fails the
     // kernel's waiting calls when it gives up on it).
     if (!rk_out_begin(ctx, -1, &o)) return;
     ((uint32_t*)(o.slot + RK_HDR))[0] = code;
     uint64_t corr = ctx->msg ? ctx->msg->correlation_id : 0u;
-    rk_out_end(ctx, &o, 1, 0u, RK_FLAG_ERROR_REPLY | (corr ? RK_FLAG_REPLY : 0u), corr,
+    rk_out_end(ctx, &o, 1, 0u, RK_FLAG_ERROR_REPLY | extra | (corr ? RK_FLAG_REPLY : 0u), corr,
                ctx->msg ? ctx->msg->source : 0u);
 }
+
+RK_DEVICE void rk_error_reply(rk_ctx* ctx, uint32_t code) { rk_error_reply_flags(ctx, code, 0u); }
 "#;
 
 const PERSISTENT_LOOP: &str = r#"
@@ -453,6 +481,9 @@ RK_KERNEL rk_kernel_main(rk_kernel_params* p) {
     ctx.scratch = (uint8_t*)p->scratch;
     ctx.scratch_bytes = p->scratch_bytes;
     ctx.failures = 0u;
+    ctx.self_id = cb->kernel_id;
+    ctx.instance = 0u;
+    ctx.group = 0;
     STATE* st = (STATE*)p->state;
     // Kernel-local copies: the kernel is the only writer of these, so it never reads them back
     // over PCIe.

@@ -66,6 +66,18 @@ pub const LAYOUTS: &[Layout] = &[
         align: 8,
         fields: c_family::ROUTE_ENTRY_FIELDS,
     },
+    Layout {
+        name: "rk_group_desc",
+        size: c_family::group::GROUP_DESC_SIZE,
+        align: 8,
+        fields: c_family::group::GROUP_DESC_FIELDS,
+    },
+    Layout {
+        name: "rk_worker_info",
+        size: c_family::group::WORKER_INFO_SIZE,
+        align: 8,
+        fields: c_family::group::WORKER_INFO_FIELDS,
+    },
 ];
 
 fn c_type(size: usize) -> Option<&'static str> {

@@ -361,6 +361,8 @@ pub mod err {
     /// runtime was dropped, or gave up on the kernel): nothing was sent, and the handler should
     /// return.
     pub const EXITING: u32 = 0xFFFF_FFF5;
+    /// CUDA kernel groups: the request reached an instance that failed earlier.
+    pub const INSTANCE_FAILED: u32 = 0xFFFF_FFF6;
 }
 
 #[cfg(test)]

@@ -69,11 +69,15 @@ pub struct CudaConfig {
     pub max_kernels: usize,
     /// How long `launch` waits for a new kernel to report that it runs on the device.
     pub start_timeout: Duration,
+    /// Workers of each kernel group's launch (`RingKernel::launch_group`): one block of one
+    /// thread each on a GPU (launched cooperatively, so they must all fit on the device at
+    /// once), one host thread each in the emulation. Default 4.
+    pub group_workers: u32,
 }
 
 impl Default for CudaConfig {
     fn default() -> Self {
-        Self { emulate: false, max_kernels: 120, start_timeout: Duration::from_secs(20) }
+        Self { emulate: false, max_kernels: 120, start_timeout: Duration::from_secs(20), group_workers: 4 }
     }
 }
 
@@ -109,11 +113,11 @@ const fn align128(n: usize) -> usize {
 /// by later launches that need a block of the same size (a free list per size), so that launching
 /// and terminating kernels keeps the memory flat.
 #[derive(Default)]
-struct Retired {
+pub(crate) struct Retired {
     /// Mapped blocks no kernel uses any more: free for reuse.
-    mapped: Vec<Mapped>,
+    pub(crate) mapped: Vec<Mapped>,
     /// Device blocks no kernel uses any more: free for reuse.
-    device: Vec<(u64, usize)>,
+    pub(crate) device: Vec<(u64, usize)>,
     /// Input queues whose cell was dropped while the kernel that reads them may still run; they
     /// join `mapped` once no kernel the agent knows reads them (see `Agent::sweep_inputs`).
     inputs: Vec<Mapped>,
@@ -123,7 +127,11 @@ struct Retired {
 
 impl Retired {
     /// A free mapped block of exactly `len` bytes, zeroed, or a new one.
-    fn take_mapped(&mut self, dev: &dyn Device, len: usize) -> core::result::Result<Mapped, DeviceError> {
+    pub(crate) fn take_mapped(
+        &mut self,
+        dev: &dyn Device,
+        len: usize,
+    ) -> core::result::Result<Mapped, DeviceError> {
         if let Some(i) = self.mapped.iter().position(|m| m.len == len) {
             let m = self.mapped.swap_remove(i);
             // SAFETY: `m` is `len` bytes of mapped memory that no kernel and no host code uses
@@ -139,7 +147,11 @@ impl Retired {
 
     /// A free device block of exactly `len` bytes (contents undefined, as from `cuMemAlloc`), or
     /// a new one.
-    fn take_device(&mut self, dev: &dyn Device, len: usize) -> core::result::Result<u64, DeviceError> {
+    pub(crate) fn take_device(
+        &mut self,
+        dev: &dyn Device,
+        len: usize,
+    ) -> core::result::Result<u64, DeviceError> {
         if let Some(i) = self.device.iter().position(|&(_, l)| l == len) {
             return Ok(self.device.swap_remove(i).0);
         }
@@ -175,12 +187,12 @@ struct StateInfo {
 // cleared by shutdown before freeing); the shared words are accessed atomically.
 unsafe impl Send for StateInfo {}
 
-struct Shared {
-    dev: Arc<dyn Device>,
-    retired: Arc<Mutex<Retired>>,
+pub(crate) struct Shared {
+    pub(crate) dev: Arc<dyn Device>,
+    pub(crate) retired: Arc<Mutex<Retired>>,
     states: Mutex<HashMap<u32, StateInfo>>,
-    live: AtomicUsize,
-    config: CudaConfig,
+    pub(crate) live: AtomicUsize,
+    pub(crate) config: CudaConfig,
     fault: Mutex<Option<String>>,
     /// Set once every launch has returned (memory dropped afterwards can be freed at once).
     all_done: Arc<AtomicBool>,
@@ -373,8 +385,12 @@ impl Kern {
 
 /// The CUDA backend of one runtime (see the module docs).
 pub struct CudaBackend {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     agent: Agent<Poller>,
+    /// Kernel groups' runner threads (`crate::group`), joined at shutdown.
+    pub(crate) groups: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Tells every group runner to stop its workers (shutdown).
+    pub(crate) groups_stop: Arc<AtomicBool>,
 }
 
 impl core::fmt::Debug for CudaBackend {
@@ -415,7 +431,7 @@ impl CudaBackend {
         let agent = Agent::spawn("ringkernel-cuda", poller)
             .map_err(|e| format!("cannot start the CUDA agent thread: {e}"))?;
         tracing::info!("cuda backend on {}", shared.dev.describe());
-        Ok(Self { shared, agent })
+        Ok(Self { shared, agent, groups: Mutex::default(), groups_stop: Arc::default() })
     }
 
     /// The device in use, e.g. `CUDA driver 13.0, 1 device(s), device 0 NVIDIA H100 (sm_90), …`.
@@ -507,7 +523,11 @@ impl CudaBackend {
                 sh.config.max_kernels
             )));
         }
-        let r = self.attach_inner(cell, dir, &def, program, source);
+        let r = if cell.is_group() {
+            self.attach_group(cell, &def, program, source, dir)
+        } else {
+            self.attach_inner(cell, dir, &def, program, source)
+        };
         if r.is_err() {
             sh.live.fetch_sub(1, Ordering::AcqRel);
         }
@@ -729,6 +749,14 @@ impl CudaBackend {
     /// Stops the agent; kernels should have been terminated first (any still running are told to
     /// exit). Frees the device memory once every launch has returned.
     pub fn shutdown(&self) {
+        // Groups first: their runners stop their workers and retire their memory, which the
+        // agent frees once every launch has returned.
+        self.groups_stop.store(true, Ordering::Release);
+        let groups = core::mem::take(&mut *self.groups.lock().unwrap_or_else(|e| e.into_inner()));
+        for g in groups {
+            g.thread().unpark();
+            let _ = g.join();
+        }
         self.agent.shutdown();
     }
 }

@@ -57,6 +57,11 @@ pub(crate) trait Device: Send + Sync + 'static {
     fn compile(&self, kernel: &str, source: &str) -> Result<ModuleId, DeviceError>;
     /// Launches the module's persistent entry point with the parameter block at `params`.
     fn launch(&self, module: ModuleId, params: u64) -> Result<LaunchId, DeviceError>;
+    /// Launches the module's kernel-group entry point (`rk_group_main`) with `workers` workers
+    /// and the group descriptor at `desc`: on a GPU one cooperative grid of `workers` blocks
+    /// (all resident at once, as the workers wait for each other's messages), in the emulation
+    /// one host thread per worker. One launch id for the whole grid.
+    fn launch_workers(&self, module: ModuleId, desc: u64, workers: u32) -> Result<LaunchId, DeviceError>;
     /// `Ok(true)` once the launch has returned; `Err` if it failed (a device fault).
     fn finished(&self, launch: LaunchId) -> Result<bool, DeviceError>;
 }

@@ -23,7 +23,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 struct Tables {
-    modules: Vec<sys::CUfunction>,
+    /// (single-kernel entry, kernel-group entry) by module id.
+    modules: Vec<(sys::CUfunction, sys::CUfunction)>,
     by_source: HashMap<u64, ModuleId>,
     launches: Vec<sys::CUstream>,
 }
@@ -233,7 +234,10 @@ impl Device for Driver {
         // SAFETY: `module` was just loaded.
         let f = unsafe { result::module::get_function(module, CString::from(c"rk_kernel_main")) }
             .map_err(|e| driver_err("cuModuleGetFunction", e.0, "rk_kernel_main"))?;
-        t.modules.push(f);
+        // SAFETY: as above.
+        let g = unsafe { result::module::get_function(module, CString::from(c"rk_group_main")) }
+            .map_err(|e| driver_err("cuModuleGetFunction", e.0, "rk_group_main"))?;
+        t.modules.push((f, g));
         let id = t.modules.len() - 1;
         t.by_source.insert(hash, id);
         Ok(id)
@@ -241,7 +245,7 @@ impl Device for Driver {
     fn launch(&self, module: ModuleId, params: u64) -> Result<LaunchId, DeviceError> {
         self.current()?;
         let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let f = *t.modules.get(module).ok_or_else(|| unknown_id("cuLaunchKernel", "module"))?;
+        let f = t.modules.get(module).ok_or_else(|| unknown_id("cuLaunchKernel", "module"))?.0;
         let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
             .map_err(|e| driver_err("cuStreamCreate", e.0, ""))?;
         let mut arg = params;
@@ -250,6 +254,23 @@ impl Device for Driver {
         // `args` (copied by the driver at launch); the parameter block outlives the launch.
         unsafe { result::launch_kernel(f, (1, 1, 1), (1, 1, 1), 0, stream, &mut args) }
             .map_err(|e| driver_err("cuLaunchKernel", e.0, ""))?;
+        t.launches.push(stream);
+        Ok(t.launches.len() - 1)
+    }
+    fn launch_workers(&self, module: ModuleId, desc: u64, workers: u32) -> Result<LaunchId, DeviceError> {
+        self.current()?;
+        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let g = t.modules.get(module).ok_or_else(|| unknown_id("cuLaunchCooperativeKernel", "module"))?.1;
+        let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
+            .map_err(|e| driver_err("cuStreamCreate", e.0, ""))?;
+        let mut arg = desc;
+        let mut args = [&mut arg as *mut u64 as *mut c_void];
+        // SAFETY: `g` takes one pointer argument (rk_group_desc*), given by value through `args`;
+        // the descriptor and every array it points to outlive the launch. A cooperative launch
+        // fails (CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE) rather than start workers that could
+        // not all be resident, which the workers need (they wait on each other's messages).
+        unsafe { result::launch_cooperative_kernel(g, (workers, 1, 1), (1, 1, 1), 0, stream, &mut args) }
+            .map_err(|e| driver_err("cuLaunchCooperativeKernel", e.0, format!("{workers} workers")))?;
         t.launches.push(stream);
         Ok(t.launches.len() - 1)
     }

@@ -16,13 +16,16 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 type Entry = unsafe extern "C" fn(*mut u8);
+/// `rk_group_main(rk_group_desc*, uint32_t worker)` of the host C target.
+type GroupEntry = unsafe extern "C" fn(*mut u8, u32);
 
 #[derive(Default)]
 struct Tables {
-    /// Compiled libraries: (dlopen handle, entry point) by module id.
-    modules: Vec<(usize, Entry)>,
+    /// Compiled libraries: (dlopen handle, entry point, group entry point) by module id.
+    modules: Vec<(usize, Entry, GroupEntry)>,
     by_source: HashMap<u64, ModuleId>,
-    launches: Vec<Option<JoinHandle<()>>>,
+    /// The threads of each launch (one, or one per group worker).
+    launches: Vec<Vec<JoinHandle<()>>>,
 }
 
 /// The host emulation device (see the module docs).
@@ -141,10 +144,15 @@ impl Device for Emulator {
                 return Err(other("dlopen", lib.display().to_string()));
             }
             let sym = libc::dlsym(handle, c"rk_kernel_main".as_ptr());
-            if sym.is_null() {
-                return Err(other("dlsym", "the compiled kernel has no rk_kernel_main"));
+            let group = libc::dlsym(handle, c"rk_group_main".as_ptr());
+            if sym.is_null() || group.is_null() {
+                return Err(other("dlsym", "the compiled kernel lacks rk_kernel_main or rk_group_main"));
             }
-            (handle as usize, std::mem::transmute::<*mut libc::c_void, Entry>(sym))
+            (
+                handle as usize,
+                std::mem::transmute::<*mut libc::c_void, Entry>(sym),
+                std::mem::transmute::<*mut libc::c_void, GroupEntry>(group),
+            )
         };
         t.modules.push(entry);
         let id = t.modules.len() - 1;
@@ -166,29 +174,59 @@ impl Device for Emulator {
             .map_err(|e| {
                 other("std::thread::spawn", format!("cannot start an emulated kernel thread: {e}"))
             })?;
-        t.launches.push(Some(handle));
+        t.launches.push(vec![handle]);
+        Ok(t.launches.len() - 1)
+    }
+    fn launch_workers(&self, module: ModuleId, desc: u64, workers: u32) -> Result<LaunchId, DeviceError> {
+        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = t.modules.get(module).ok_or_else(|| unknown_id("std::thread::spawn", "module"))?.2;
+        let mut threads = Vec::with_capacity(workers as usize);
+        for w in 0..workers {
+            let handle = std::thread::Builder::new()
+                .name(format!("ringkernel-cuda-emu-w{w}"))
+                .stack_size(1 << 20)
+                .spawn(move || {
+                    // SAFETY: `desc` is the device address (= host address here) of a group
+                    // descriptor the backend keeps alive, with every array it points to, until
+                    // this launch reports finished; `w` < the descriptor's worker count.
+                    unsafe { entry(desc as *mut u8, w) }
+                })
+                .map_err(|e| {
+                    other("std::thread::spawn", format!("cannot start an emulated worker thread: {e}"))
+                });
+            match handle {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    // The started workers see no work and no exit flag yet: the caller sets the
+                    // exit flag when the launch fails, and these return.
+                    t.launches.push(threads);
+                    return Err(e);
+                }
+            }
+        }
+        t.launches.push(threads);
         Ok(t.launches.len() - 1)
     }
     fn finished(&self, launch: LaunchId) -> Result<bool, DeviceError> {
         let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(slot) = t.launches.get_mut(launch) else {
+        let Some(threads) = t.launches.get_mut(launch) else {
             return Err(unknown_id("JoinHandle::is_finished", "launch"));
         };
-        match slot {
-            None => Ok(true),
-            Some(h) if h.is_finished() => {
-                let h = slot.take().expect("present");
-                h.join().map_err(|_| {
-                    DeviceError::new(
-                        DeviceErrorKind::Fault,
-                        "JoinHandle::join",
-                        "the emulated kernel thread panicked",
-                    )
-                })?;
-                Ok(true)
-            }
-            Some(_) => Ok(false),
+        if !threads.iter().all(JoinHandle::is_finished) {
+            return Ok(false);
         }
+        let mut panicked = false;
+        for h in threads.drain(..) {
+            panicked |= h.join().is_err();
+        }
+        if panicked {
+            return Err(DeviceError::new(
+                DeviceErrorKind::Fault,
+                "JoinHandle::join",
+                "the emulated kernel thread panicked",
+            ));
+        }
+        Ok(true)
     }
 }
 

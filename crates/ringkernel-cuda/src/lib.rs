@@ -22,6 +22,7 @@ mod backend;
 mod device;
 mod driver;
 mod emulator;
+mod group;
 mod nvrtc;
 mod program;
 mod provider;

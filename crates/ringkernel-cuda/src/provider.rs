@@ -54,6 +54,14 @@ impl Backend for CudaBackend {
         CudaBackend::input_ring(self, options).map(Some)
     }
 
+    fn runs_groups(&self) -> bool {
+        true
+    }
+
+    fn group_ingress(&self, options: &LaunchOptions, _instances: u32) -> Result<Option<SlotRing>> {
+        CudaBackend::group_ingress(self, options).map(Some)
+    }
+
     fn attach(
         &self,
         cell: &Arc<KernelCell>,

@@ -313,7 +313,13 @@ impl RingKernel {
                 if id.checked_add(n).is_none() {
                     return Err(Error::InvalidOptions(format!("no {n} kernel ids left in this runtime")));
                 }
-                KernelCell::new_group(KernelId(id), name, accepts, options, known, n)?
+                let ingress = backend.group_ingress(&options, n).map_err(|e| match e {
+                    Error::Gpu { backend, detail, source, .. } => {
+                        Error::Gpu { backend, kernel: name.to_string(), detail, source }
+                    }
+                    e => e,
+                })?;
+                KernelCell::new_group(KernelId(id), name, accepts, options, known, n, ingress)?
             }
             None => {
                 let id = KernelId(inner.next_id.fetch_add(1, Ordering::Relaxed));
@@ -342,6 +348,9 @@ impl RingKernel {
         } else {
             cell.transition(KernelState::Inactive)?;
         }
+        // A lifecycle change, as `activate` makes one: a backend that mirrors the flags into
+        // device memory (CUDA groups' `ctl` word) sees the kernel active before its first message.
+        cell.ring();
         Ok(KernelHandle::new(cell, inner.dir.clone()))
     }
 

@@ -1,6 +1,7 @@
-//! A kernel group of 1,000,000 instances on the CPU backend: 4-slot mailboxes of 64-byte
-//! payloads, 16 bytes of state each. Every instance receives one message and replies; the group
-//! terminates; resident memory stays within 2 GiB.
+//! A kernel group of 1,000,000 instances on the CPU backend and on the CUDA backend's host
+//! emulation (the device protocol of `ringkernel_codegen::c_family::group` on host threads):
+//! 4-slot mailboxes of 64-byte payloads, 16 bytes of state each. Every instance receives one
+//! message and replies; the group terminates; resident memory stays within 2 GiB.
 
 use ringkernel::prelude::*;
 use ringkernel::runtime::KernelDef;
@@ -23,6 +24,30 @@ struct Acc {
 
 const _: () = assert!(core::mem::size_of::<Acc>() == 16 && core::mem::size_of::<Ping>() == 64);
 
+/// 64 bytes of payload in the GPU word layout (for the CUDA program).
+#[derive(RingMessage, ringkernel::GpuType, Clone, Copy, Debug, Default)]
+#[message(gpu, type_id = 0x5102)]
+struct GpuPing {
+    value: u64,
+    instance: u64,
+    count: u64,
+    w3: u64,
+    w4: u64,
+    w5: u64,
+    w6: u64,
+    w7: u64,
+}
+
+/// 16 bytes of state (GPU word layout).
+#[derive(Default, ringkernel::GpuType)]
+struct GpuAcc {
+    count: u64,
+    sum: u64,
+}
+
+/// The two tests measure the process's resident memory: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
@@ -40,6 +65,7 @@ async fn a_million_instances_each_receive_and_reply() {
         words[2] = s.count;
         Ping { words }
     });
+    let _serial = SERIAL.lock().await;
     let rt = RingKernel::builder().backend(Backend::Cpu).kernel(def).build().await.unwrap();
     let before = rss_bytes();
     // 64-byte envelope header + 64-byte payload per slot.
@@ -79,6 +105,83 @@ async fn a_million_instances_each_receive_and_reply() {
     if let (Some(before), Some(peak)) = (before, peak) {
         let grown = peak.saturating_sub(before);
         eprintln!("1,000,000 instances: resident memory grew by {} MiB", grown >> 20);
+        assert!(grown <= 2 << 30, "resident memory grew by {grown} bytes");
+    }
+    rt.shutdown().await.unwrap();
+}
+
+#[cfg(feature = "cuda")]
+const GPU_PING_CUDA: &str = r#"
+RK_DEVICE uint32_t on_GpuPing(rk_ctx* ctx, GpuAcc* s, const GpuPing* m) {
+    s->count += 1u;
+    s->sum += m->value;
+    GpuPing r = *m;
+    r.instance = rk_instance(ctx);
+    r.count = s->count;
+    return rk_reply_GpuPing(ctx, &r);
+}
+"#;
+
+/// The same million on the CUDA backend's host emulation: the group's mailboxes, marks, ready
+/// queues and states are device memory (host memory here), run by 4 worker threads.
+#[cfg(feature = "cuda")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_instances_on_the_cuda_emulation() {
+    const N: u32 = 1_000_000;
+    let def = KernelDef::new::<GpuAcc>("million_cuda")
+        .gpu(ringkernel::cuda::CudaProgram::new::<GpuAcc>(GPU_PING_CUDA).handles::<GpuPing>());
+    let _serial = SERIAL.lock().await;
+    let built = RingKernel::builder()
+        .backend(Backend::Cuda)
+        .backend_config(ringkernel::cuda::CudaConfig::host_emulation())
+        .kernel(def)
+        .build()
+        .await;
+    let rt = match built {
+        Ok(rt) => rt,
+        Err(e) if std::env::var("RINGKERNEL_REQUIRE_CUDA_EMULATION").as_deref() != Ok("1") => {
+            eprintln!("SKIP: the CUDA host emulation is unavailable: {e}");
+            return;
+        }
+        Err(e) => {
+            panic!("RINGKERNEL_REQUIRE_CUDA_EMULATION=1 but the CUDA host emulation is unavailable: {e}")
+        }
+    };
+    let before = rss_bytes();
+    let opts = LaunchOptions {
+        input_capacity: 4,
+        output_capacity: 1 << 12,
+        max_message_bytes: 128,
+        ..LaunchOptions::default()
+    };
+    let g = rt.launch_group("million_cuda", N, opts).await.unwrap();
+    assert_eq!(g.status().placement.unwrap().backend, Backend::Cuda);
+    let reader = {
+        let g = g.clone();
+        tokio::spawn(async move {
+            let mut seen = vec![false; N as usize];
+            for _ in 0..N {
+                let r: Received<GpuPing> = g.receive_envelope().await.unwrap();
+                let i = g.source_index(&r.meta).expect("a reply from an instance");
+                assert_eq!(r.message.instance, u64::from(i), "the instance that handled it replied");
+                assert_eq!(r.message.value, u64::from(i) * 3, "the message sent to that instance");
+                assert_eq!(r.message.count, 1, "instance {i} had its own fresh state");
+                assert!(!std::mem::replace(&mut seen[i as usize], true), "instance {i} replied twice");
+            }
+            seen.iter().all(|s| *s)
+        })
+    };
+    for i in 0..N {
+        g.instance(i).unwrap().send(GpuPing { value: u64::from(i) * 3, ..GpuPing::default() }).await.unwrap();
+    }
+    assert!(reader.await.unwrap(), "every instance replied");
+    let peak = rss_bytes();
+    let report = g.terminate().await.unwrap();
+    assert_eq!(report.messages_processed, u64::from(N));
+    assert!(report.returned.is_empty());
+    if let (Some(before), Some(peak)) = (before, peak) {
+        let grown = peak.saturating_sub(before);
+        eprintln!("1,000,000 instances (CUDA emulation): resident memory grew by {} MiB", grown >> 20);
         assert!(grown <= 2 << 30, "resident memory grew by {grown} bytes");
     }
     rt.shutdown().await.unwrap();

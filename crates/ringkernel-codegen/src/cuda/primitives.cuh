@@ -46,3 +46,32 @@ RK_DEVICE uint64_t rk_now_us(void) {
 RK_DEVICE void rk_pause(uint32_t idle) {
     __nanosleep(idle < 4096u ? 128u : 2048u);
 }
+// Read-modify-writes with acquire-release semantics for the group protocol (ready marks, the
+// `pending` count): the system-scope atomics are relaxed, so a system fence on each side gives
+// them the ordering of their C11 acq_rel counterparts in the host emulation.
+RK_DEVICE uint32_t rk_fetch_add(uint32_t* p, uint32_t v) {
+    __threadfence_system();
+    uint32_t old = atomicAdd_system((unsigned int*)p, v);
+    __threadfence_system();
+    return old;
+}
+RK_DEVICE uint32_t rk_fetch_or(uint32_t* p, uint32_t v) {
+    __threadfence_system();
+    uint32_t old = atomicOr_system((unsigned int*)p, v);
+    __threadfence_system();
+    return old;
+}
+RK_DEVICE uint32_t rk_fetch_and(uint32_t* p, uint32_t v) {
+    __threadfence_system();
+    uint32_t old = atomicAnd_system((unsigned int*)p, v);
+    __threadfence_system();
+    return old;
+}
+RK_DEVICE int rk_cas_acqrel(uint32_t* p, uint32_t expected, uint32_t desired) {
+    __threadfence_system();
+    int ok = atomicCAS_system((unsigned int*)p, expected, desired) == expected;
+    __threadfence_system();
+    return ok;
+}
+#define RK_GROUP_ENTRY extern "C" __global__ void rk_group_main(rk_group_desc* g)
+#define RK_GROUP_WORKER() (threadIdx.x == 0 ? blockIdx.x : 0xFFFFFFFFu)

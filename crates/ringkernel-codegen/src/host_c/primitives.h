@@ -31,3 +31,12 @@ RK_DEVICE void rk_pause(uint32_t idle) {
     struct timespec ts = {0, (long)(us < 100u ? us * 10000u : 1000000u)};
     nanosleep(&ts, 0);
 }
+RK_DEVICE uint32_t rk_fetch_add(uint32_t* p, uint32_t v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
+RK_DEVICE uint32_t rk_fetch_or(uint32_t* p, uint32_t v) { return __atomic_fetch_or(p, v, __ATOMIC_ACQ_REL); }
+RK_DEVICE uint32_t rk_fetch_and(uint32_t* p, uint32_t v) { return __atomic_fetch_and(p, v, __ATOMIC_ACQ_REL); }
+RK_DEVICE int rk_cas_acqrel(uint32_t* p, uint32_t expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+// The emulation starts one host thread per worker and passes its index.
+#define RK_GROUP_ENTRY void rk_group_main(rk_group_desc* g, uint32_t rk_worker_index)
+#define RK_GROUP_WORKER() rk_worker_index

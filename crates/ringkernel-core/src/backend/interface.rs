@@ -35,6 +35,15 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// The ingress queue of a kernel group of `instances` instances this backend runs, when its
+    /// device keeps the mailboxes itself (CUDA: a ring in pinned host memory mapped into the
+    /// device, drained into mailboxes in device memory). `None`, the default: the group's
+    /// mailboxes are in host memory (the CPU backend).
+    fn group_ingress(&self, options: &LaunchOptions, instances: u32) -> Result<Option<SlotRing>> {
+        let _ = (options, instances);
+        Ok(None)
+    }
+
     /// The memory the kernel's input queue must live in, when the backend's device reads it
     /// directly (CUDA: pinned host memory mapped into the device). `None`, the default: ordinary
     /// host memory, allocated by the cell.

@@ -145,8 +145,18 @@ pub struct KernelCell {
     known_kernels: Vec<String>,
     /// Test-only fault injection (see [`KernelCell::inject_runtime_fault`]).
     fault: core::sync::atomic::AtomicU8,
-    /// A kernel group's instance mailboxes ([`KernelCell::new_group`]); `None` for a single kernel.
-    group: Option<Mailboxes>,
+    /// A kernel group's inputs ([`KernelCell::new_group`]); `None` for a single kernel.
+    group: Option<GroupInput>,
+}
+
+/// Where a kernel group's instances take their input from.
+enum GroupInput {
+    /// One mailbox per instance in host memory (the CPU backend's groups).
+    Mailboxes(Mailboxes),
+    /// One ingress queue for the whole group, the cell's input ring: every envelope names its
+    /// instance in `destination`, and the device moves it into that instance's mailbox in device
+    /// memory (the CUDA backend's groups).
+    Ingress { count: u32 },
 }
 
 impl KernelCell {
@@ -206,8 +216,12 @@ impl KernelCell {
     }
 
     /// The cell of a kernel group: `count` instances of one definition, with ids `id ..
-    /// id + count` and one mailbox of `options.input_capacity` slots each; lifecycle, output
-    /// queue, pending calls and counters are the group's. The cell's own input queue is not used.
+    /// id + count`; lifecycle, output queue, pending calls and counters are the group's.
+    ///
+    /// `ingress: None`: one mailbox of `options.input_capacity` slots per instance, in host memory
+    /// (the cell's own input queue is not used). `Some(ring)`: the backend keeps the mailboxes
+    /// (in device memory) and takes every instance's input through `ring`, which becomes the
+    /// cell's input queue; an envelope's `destination` names its instance.
     pub fn new_group(
         id: KernelId,
         name: &str,
@@ -215,6 +229,7 @@ impl KernelCell {
         options: LaunchOptions,
         known_kernels: Vec<String>,
         count: u32,
+        ingress: Option<SlotRing>,
     ) -> Result<Self> {
         options.validate()?;
         if count == 0 || id.0.checked_add(count).is_none() {
@@ -224,16 +239,31 @@ impl KernelCell {
             )));
         }
         let slot = options.slot_size();
-        let mailboxes = Mailboxes::new(count, options.input_capacity, slot)?;
-        let mut cell = Self::with_input(id, name, accepts, options, known_kernels, SlotRing::new(2, slot)?)?;
-        cell.group = Some(mailboxes);
+        let cell = match ingress {
+            Some(ring) => {
+                let mut cell = Self::with_input(id, name, accepts, options, known_kernels, ring)?;
+                cell.group = Some(GroupInput::Ingress { count });
+                cell
+            }
+            None => {
+                let mailboxes = Mailboxes::new(count, options.input_capacity, slot)?;
+                let mut cell =
+                    Self::with_input(id, name, accepts, options, known_kernels, SlotRing::new(2, slot)?)?;
+                cell.group = Some(GroupInput::Mailboxes(mailboxes));
+                cell
+            }
+        };
         Ok(cell)
     }
 
     /// Instances of this kernel: 1 for a single kernel.
     #[inline]
     pub fn instances(&self) -> u32 {
-        self.group.as_ref().map_or(1, Mailboxes::count)
+        match &self.group {
+            None => 1,
+            Some(GroupInput::Mailboxes(m)) => m.count(),
+            Some(GroupInput::Ingress { count }) => *count,
+        }
     }
 
     /// Whether this is a kernel group's cell.
@@ -246,7 +276,10 @@ impl KernelCell {
     #[doc(hidden)]
     #[inline]
     pub fn mailboxes(&self) -> Option<&Mailboxes> {
-        self.group.as_ref()
+        match &self.group {
+            Some(GroupInput::Mailboxes(m)) => Some(m),
+            _ => None,
+        }
     }
 
     /// The instance index `id` names in this kernel (0 for a single kernel's own id).
@@ -263,7 +296,7 @@ impl KernelCell {
 
     /// Whether the input that `dest` names has a free slot (snapshot, for waiting senders).
     pub fn input_has_room(&self, dest: KernelId) -> bool {
-        match (&self.group, self.instance_of(dest)) {
+        match (self.mailboxes(), self.instance_of(dest)) {
             (Some(m), Some(i)) => m.len(i) < m.capacity(),
             (Some(_), None) => true,
             (None, _) => self.input.len() < self.input.capacity(),
@@ -526,7 +559,7 @@ impl KernelCell {
         dest: KernelId,
         write: impl FnOnce(&mut [u8]) -> Result<usize, E>,
     ) -> core::result::Result<InputPush, E> {
-        let Some(mailboxes) = &self.group else {
+        let Some(group) = &self.group else {
             if dest != self.id {
                 return Ok(InputPush::NoSuchInstance);
             }
@@ -536,7 +569,12 @@ impl KernelCell {
         let Some(admitted) = self.admission.enter() else {
             return Ok(InputPush::Closed);
         };
-        if mailboxes.try_push_with(index, write)?.is_none() {
+        let pushed = match group {
+            GroupInput::Mailboxes(mailboxes) => mailboxes.try_push_with(index, write)?,
+            // The device moves it into the instance's mailbox; the envelope names the instance.
+            GroupInput::Ingress { .. } => self.input.try_push_with(write)?,
+        };
+        if pushed.is_none() {
             return Ok(InputPush::Full);
         }
         // Counted while admitted, as in `try_push_input`.
