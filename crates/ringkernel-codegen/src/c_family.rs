@@ -437,7 +437,9 @@ RK_DEVICE void rk_error_reply(rk_ctx* ctx, uint32_t code) { rk_error_reply_flags
 
 const PERSISTENT_LOOP: &str = r#"
 // ---- persistent loop ----
-RK_DEVICE void rk_process(rk_ctx* ctx, STATE* st, uint8_t* slot, uint32_t len) {
+// Starts handling the message in `slot`: resets the per-message context, checks the envelope
+// (a malformed one gets an error reply and 0 back), and merges its clock.
+RK_DEVICE const rk_envelope_header* rk_begin_message(rk_ctx* ctx, uint8_t* slot, uint32_t len) {
     const rk_envelope_header* msg = (const rk_envelope_header*)slot;
     ctx->replied = 0u;
     ctx->error = 0u;
@@ -446,10 +448,16 @@ RK_DEVICE void rk_process(rk_ctx* ctx, STATE* st, uint8_t* slot, uint32_t len) {
         msg->payload_len > len - RK_HDR) {
         ctx->msg = 0;
         rk_error_reply(ctx, RK_ERR_MALFORMED);
-        return;
+        return 0;
     }
     ctx->msg = msg;
     ctx->clock = rk_hlc_merge(ctx->clock, msg->hlc);
+    return msg;
+}
+
+RK_DEVICE void rk_process(rk_ctx* ctx, STATE* st, uint8_t* slot, uint32_t len) {
+    const rk_envelope_header* msg = rk_begin_message(ctx, slot, len);
+    if (!msg) return;
     // The handler works on the state in device memory, in place.
     uint32_t code = rk_dispatch(ctx, st, msg, slot + RK_HDR);
     if (ctx->failed) {

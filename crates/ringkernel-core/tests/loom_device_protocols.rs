@@ -97,3 +97,57 @@ fn no_k2k_message_is_lost_when_a_target_exits() {
         assert_eq!(visible, sent, "a message reached the inbox after its kernel was allowed to exit");
     });
 }
+
+/// A kernel group's termination (`c_family/group.h`): `pending` counts messages in mailboxes or
+/// being handled. A worker handling message 1 sends message 2 to another instance (`pending`
+/// incremented before the publish) and only then decrements for message 1; worker 0, told to
+/// terminate, publishes `quiescent` once `pending` reads 0. Whenever that happens, every message
+/// the group will ever handle was handled already. `decrement_first` is the order without the
+/// safeguard (message 1 uncounted before its send is counted), which the model must reject.
+fn group_quiescence(decrement_first: bool) {
+    loom::model(move || {
+        let pending = Arc::new(AtomicU32::new(1)); // message 1, counted at ingress
+        let done = Arc::new(AtomicU32::new(0));
+        let mailbox_b = Arc::new(AtomicU32::new(0)); // message 2's slot `seq`: 1 = published
+        let worker = {
+            let (pending, done, mailbox_b) = (pending.clone(), done.clone(), mailbox_b.clone());
+            thread::spawn(move || {
+                // Message 1's handler sends message 2, then message 1 is done.
+                if decrement_first {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    pending.fetch_sub(1, Ordering::AcqRel);
+                }
+                pending.fetch_add(1, Ordering::AcqRel);
+                mailbox_b.store(1, Ordering::Release);
+                if !decrement_first {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    pending.fetch_sub(1, Ordering::AcqRel);
+                }
+                // Message 2 (the same worker owns its instance here; any owner orders the same).
+                while mailbox_b.load(Ordering::Acquire) != 1 {
+                    thread::yield_now();
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                pending.fetch_sub(1, Ordering::AcqRel);
+            })
+        };
+        // Worker 0's quiescence check (the ingress ring is empty: everything was admitted).
+        let seen =
+            if pending.load(Ordering::Acquire) == 0 { Some(done.load(Ordering::Relaxed)) } else { None };
+        worker.join().unwrap();
+        if let Some(done_then) = seen {
+            assert_eq!(done_then, 2, "quiescent with a message still to be handled");
+        }
+    });
+}
+
+#[test]
+fn group_quiescence_waits_for_sends_made_by_handlers() {
+    group_quiescence(false);
+}
+
+#[test]
+#[should_panic(expected = "quiescent with a message still to be handled")]
+fn group_quiescence_without_the_safeguard_ends_early() {
+    group_quiescence(true);
+}

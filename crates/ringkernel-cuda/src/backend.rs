@@ -410,6 +410,14 @@ impl CudaBackend {
             let info = crate::probe_device().map_err(|e| e.to_string())?;
             Arc::new(crate::driver::Driver::open(&info).map_err(|e| e.to_string())?)
         };
+        Self::with_device(config, dev)
+    }
+
+    /// The backend on a given device (tests wrap the emulation in a recording device).
+    pub(crate) fn with_device(
+        config: CudaConfig,
+        dev: Arc<dyn Device>,
+    ) -> core::result::Result<Self, String> {
         let shared = Arc::new(Shared {
             dev,
             retired: Arc::new(Mutex::new(Retired::default())),

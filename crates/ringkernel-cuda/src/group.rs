@@ -617,3 +617,251 @@ impl Runner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A recording device around the emulation checks the rule the group relies on: once its
+    //! workers are launched, nothing allocates, frees, writes device memory, compiles or launches
+    //! until they have returned (on a GPU each of those can synchronise the context, and a
+    //! persistent grid never lets it).
+    use super::*;
+    use crate::device::{Device, ModuleId};
+    use crate::emulator::Emulator;
+    use crate::CudaConfig;
+    use ringkernel_core::message::{encode, EnvelopeMeta};
+    use ringkernel_core::runtime::KernelState;
+    use ringkernel_derive::{GpuType, RingMessage};
+    use std::sync::Mutex;
+
+    #[derive(RingMessage, GpuType, Debug, Default, Clone, Copy)]
+    #[message(gpu, type_id = 0x7301, crate = "ringkernel_core")]
+    struct Bump {
+        value: u64,
+        count: u64,
+    }
+
+    #[derive(GpuType, Default)]
+    #[message(crate = "ringkernel_core")]
+    struct Counter {
+        count: u64,
+        sum: u64,
+    }
+
+    const SRC: &str = "
+        RK_DEVICE uint32_t on_Bump(rk_ctx* ctx, Counter* s, const Bump* m) {
+            if (m->value == 1000000000u) return rk_fail(ctx, 9u);
+            s->count += 1u;
+            s->sum += m->value;
+            Bump r; r.value = m->value + m->value % 2u; r.count = s->count;
+            /* An odd value hops to the next instance as the next even value, which emits it. */
+            if (m->value % 2u == 1u) return rk_send_instance_Bump(ctx, (rk_instance(ctx) + 1u) % rk_group_size(ctx), &r);
+            return rk_emit_Bump(ctx, &r);
+        }";
+
+    /// The emulation, recording every call that allocates, frees, writes, compiles or launches
+    /// while a group's workers run.
+    struct Recording {
+        inner: Emulator,
+        running: Mutex<Option<LaunchId>>,
+        during: Mutex<Vec<&'static str>>,
+        launches: Mutex<u32>,
+    }
+
+    impl Recording {
+        fn note(&self, call: &'static str) {
+            if self.running.lock().unwrap().is_some() {
+                self.during.lock().unwrap().push(call);
+            }
+        }
+    }
+
+    impl Device for Recording {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn emulated(&self) -> bool {
+            true
+        }
+        fn alloc_mapped(&self, len: usize) -> core::result::Result<Mapped, ringkernel_core::DeviceError> {
+            self.note("alloc_mapped");
+            self.inner.alloc_mapped(len)
+        }
+        fn free_mapped(&self, m: Mapped) {
+            self.note("free_mapped");
+            self.inner.free_mapped(m);
+        }
+        fn device_address(&self, host: *mut u8) -> core::result::Result<u64, ringkernel_core::DeviceError> {
+            self.inner.device_address(host)
+        }
+        fn alloc_device(&self, len: usize) -> core::result::Result<u64, ringkernel_core::DeviceError> {
+            self.note("alloc_device");
+            self.inner.alloc_device(len)
+        }
+        fn free_device(&self, ptr: u64, len: usize) {
+            self.note("free_device");
+            self.inner.free_device(ptr, len);
+        }
+        fn write_device(
+            &self,
+            dst: u64,
+            data: &[u8],
+        ) -> core::result::Result<(), ringkernel_core::DeviceError> {
+            self.note("write_device");
+            self.inner.write_device(dst, data)
+        }
+        fn read_device(
+            &self,
+            src: u64,
+            out: &mut [u8],
+        ) -> core::result::Result<(), ringkernel_core::DeviceError> {
+            self.inner.read_device(src, out)
+        }
+        fn source<'p>(&self, program: &'p CudaProgram) -> core::result::Result<&'p str, String> {
+            self.inner.source(program)
+        }
+        fn compile(
+            &self,
+            kernel: &str,
+            source: &str,
+        ) -> core::result::Result<ModuleId, ringkernel_core::DeviceError> {
+            self.note("compile");
+            self.inner.compile(kernel, source)
+        }
+        fn launch(
+            &self,
+            module: ModuleId,
+            params: u64,
+        ) -> core::result::Result<LaunchId, ringkernel_core::DeviceError> {
+            self.note("launch");
+            self.inner.launch(module, params)
+        }
+        fn launch_workers(
+            &self,
+            module: ModuleId,
+            desc: u64,
+            workers: u32,
+        ) -> core::result::Result<LaunchId, ringkernel_core::DeviceError> {
+            self.note("launch_workers");
+            let l = self.inner.launch_workers(module, desc, workers)?;
+            *self.running.lock().unwrap() = Some(l);
+            *self.launches.lock().unwrap() += 1;
+            Ok(l)
+        }
+        fn finished(&self, launch: LaunchId) -> core::result::Result<bool, ringkernel_core::DeviceError> {
+            let done = self.inner.finished(launch)?;
+            let mut running = self.running.lock().unwrap();
+            if done && *running == Some(launch) {
+                *running = None;
+            }
+            Ok(done)
+        }
+    }
+
+    /// The value that makes the handler call `rk_fail`.
+    const FAIL: u64 = 1_000_000_000;
+
+    fn push(cell: &KernelCell, index: u32, value: u64, corr: u64) {
+        let meta = EnvelopeMeta {
+            correlation_id: corr,
+            source: 0,
+            destination: cell.instance_id(index).0,
+            hlc: ringkernel_core::hlc::HlcClock::new(0).tick(),
+            flags: 0,
+        };
+        let msg = Bump { value, count: 0 };
+        loop {
+            let pushed =
+                cell.try_push_to(cell.instance_id(index), |slot| encode(&msg, &meta, slot)).expect("encodes");
+            match pushed {
+                ringkernel_core::backend::InputPush::Pushed => return,
+                ringkernel_core::backend::InputPush::Full => std::thread::yield_now(),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_is_allocated_freed_written_or_loaded_while_the_workers_run() {
+        let inner = match Emulator::new() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("SKIP: {e}");
+                return;
+            }
+        };
+        let rec = Arc::new(Recording {
+            inner,
+            running: Mutex::new(None),
+            during: Mutex::new(Vec::new()),
+            launches: Mutex::new(0),
+        });
+        let backend = CudaBackend::with_device(CudaConfig::host_emulation(), rec.clone()).unwrap();
+        let def = Arc::new(
+            KernelDef::new::<()>("recorded")
+                .gpu(CudaProgram::new::<Counter>(SRC).handles::<Bump>().sends::<Bump>()),
+        );
+        let opts = LaunchOptions {
+            input_capacity: 4,
+            output_capacity: 256,
+            max_message_bytes: 128,
+            restart: RestartPolicy::Restart { max_restarts: 1 },
+            ..LaunchOptions::default()
+        };
+        let n = 1000u32;
+        let dir = Arc::new(Directory::default());
+        let ingress = backend.group_ingress(&opts).unwrap();
+        let cell = Arc::new(
+            KernelCell::new_group(
+                KernelId(1),
+                "recorded",
+                Some(def.accepted_types()),
+                opts,
+                vec![],
+                n,
+                Some(ingress),
+            )
+            .unwrap(),
+        );
+        dir.insert(cell.clone()).unwrap();
+        cell.transition(KernelState::Active).unwrap();
+        cell.control.set_active(true);
+        backend.attach(&cell, Some(&def), &dir).unwrap();
+        cell.ring();
+        assert!(rec.running.lock().unwrap().is_some(), "the workers run");
+        // Replies, K2K between instances, a restart and a failed instance: everything the
+        // workers do, and none of it asks the device for anything.
+        for i in 0..n {
+            push(&cell, i, 2 * u64::from(i) + u64::from(i % 2), 0);
+        }
+        let mut outputs = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while outputs < n && Instant::now() < deadline {
+            if cell.pop_output(|_| ()).is_some() {
+                outputs += 1;
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(outputs, n, "every message was emitted once (odd ones after a hop)");
+        push(&cell, 5, FAIL, 0); // rk_fail: restarts instance 5 (the budget is one restart)
+        while !cell.last_error().unwrap_or_default().contains("instance 5") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        push(&cell, 6, FAIL, 0); // rk_fail again: instance 6 fails for good
+        push(&cell, 6, 2, 0); // handed back by the failed instance
+        cell.transition(KernelState::Terminating).unwrap();
+        cell.close_input();
+        cell.control.request_terminate();
+        cell.ring();
+        while !cell.control.is_terminated() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(cell.control.is_terminated(), "the group ended");
+        assert_eq!(cell.returned().len(), 1, "the failed instance's message came back");
+        assert!(cell.last_error().unwrap_or_default().contains("instance 6"), "{:?}", cell.last_error());
+        assert_eq!(*rec.launches.lock().unwrap(), 1);
+        assert!(rec.running.lock().unwrap().is_none(), "the workers returned");
+        assert_eq!(*rec.during.lock().unwrap(), Vec::<&str>::new(), "device calls while the workers ran");
+        backend.shutdown();
+    }
+}

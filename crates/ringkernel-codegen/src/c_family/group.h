@@ -170,18 +170,8 @@ RK_DEVICE uint32_t rk_group_out_begin(rk_ctx* ctx, uint32_t index, rk_out* o) {
 // instance's answers and the restart from the initial state.
 RK_DEVICE void rk_group_process(rk_group_desc* g, rk_ctx* ctx, STATE* st, uint32_t* status, uint8_t* slot,
                                 uint32_t len) {
-    const rk_envelope_header* msg = (const rk_envelope_header*)slot;
-    ctx->replied = 0u;
-    ctx->error = 0u;
-    ctx->failed = 0u;
-    if (len < RK_HDR || msg->magic != RK_ENVELOPE_MAGIC || msg->version != RK_ENVELOPE_VERSION ||
-        msg->payload_len > len - RK_HDR) {
-        ctx->msg = 0;
-        rk_error_reply_flags(ctx, RK_ERR_MALFORMED, 0u);
-        return;
-    }
-    ctx->msg = msg;
-    ctx->clock = rk_hlc_merge(ctx->clock, msg->hlc);
+    const rk_envelope_header* msg = rk_begin_message(ctx, slot, len);
+    if (!msg) return;
     if (rk_load_relaxed(status) != 0u) {
         // A failed instance: a request from the host fails with "kernel failed"; anything else
         // goes back to the host, flagged, for the terminate report.
