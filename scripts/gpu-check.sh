@@ -10,8 +10,9 @@
 #
 # What runs on the GPU: the CUDA suite (conformance::cuda, cuda_device: persistent kernels, device
 # K2K, state snapshots; NVRTC compiles at launch) and the CUDA bench (round trip p50/p99 next to
-# launch + sync and CUDA Graph replay, batched throughput, K2K hop); the wgpu suite where the
-# machine has a Vulkan driver.
+# launch + sync and CUDA Graph replay, batched throughput, K2K hop); kernel groups (the group_*
+# conformance tests on the GPU, million_instances' a_million_instances_on_a_gpu, the groups bench
+# with RINGKERNEL_BACKEND=cuda); the wgpu suite where the machine has a Vulkan driver.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=gpu-bin
@@ -121,7 +122,7 @@ for t in ./test-*; do
   # Tests that open the device run one at a time: they share one GPU (and its 128 concurrent
   # grids), so in parallel they would measure and fail each other.
   case "$t" in
-    *conformance*|*cuda_device*|*wgpu_device*) threads=1 ;;
+    *conformance*|*cuda_device*|*wgpu_device*|*million_instances*) threads=1 ;;
     *) threads=2 ;;
   esac
   "$t" --test-threads=$threads || status=1
@@ -131,6 +132,13 @@ for b in ./bench-cuda-* ./bench-wgpu-*; do
   [ -e "$b" ] || continue
   echo "== $b"
   "$b" --bench --warm-up-time 1 --measurement-time 3 || status=1
+done
+# Kernel groups of 1 to 100,000 actors on the GPU (RINGKERNEL_CUDA_GROUP_WORKERS sets the grid).
+for b in ./bench-groups-*; do
+  [ "$what" = test ] && break
+  [ -e "$b" ] || continue
+  echo "== $b (RINGKERNEL_BACKEND=cuda)"
+  RINGKERNEL_BACKEND=cuda "$b" --bench --warm-up-time 1 --measurement-time 3 || status=1
 done
 exit $status
 RUN

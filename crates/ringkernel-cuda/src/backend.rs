@@ -88,14 +88,19 @@ impl CudaConfig {
         Self { emulate: true, ..Self::default() }
     }
 
-    /// `RINGKERNEL_CUDA_EMULATE=1` selects the host emulation.
+    /// `RINGKERNEL_CUDA_EMULATE=1` selects the host emulation; `RINGKERNEL_CUDA_GROUP_WORKERS=N`
+    /// sets [`CudaConfig::group_workers`].
     #[must_use]
     pub fn from_env() -> Self {
-        if std::env::var("RINGKERNEL_CUDA_EMULATE").as_deref() == Ok("1") {
+        let mut config = if std::env::var("RINGKERNEL_CUDA_EMULATE").as_deref() == Ok("1") {
             Self::host_emulation()
         } else {
             Self::default()
+        };
+        if let Some(w) = std::env::var("RINGKERNEL_CUDA_GROUP_WORKERS").ok().and_then(|v| v.parse().ok()) {
+            config.group_workers = w;
         }
+        config
     }
 }
 

@@ -122,30 +122,22 @@ RK_DEVICE uint32_t on_GpuPing(rk_ctx* ctx, GpuAcc* s, const GpuPing* m) {
 }
 "#;
 
-/// The same million on the CUDA backend's host emulation: the group's mailboxes, marks, ready
-/// queues and states are device memory (host memory here), run by 4 worker threads.
+/// The same million on the CUDA backend (`config`: the host emulation, or a GPU): the group's
+/// mailboxes, marks, ready queues and states are device memory, run by the group's workers.
 #[cfg(feature = "cuda")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_million_instances_on_the_cuda_emulation() {
+async fn a_million_instances_on_cuda(config: ringkernel::cuda::CudaConfig, require: &str) {
     const N: u32 = 1_000_000;
+    let _serial = SERIAL.lock().await;
     let def = KernelDef::new::<GpuAcc>("million_cuda")
         .gpu(ringkernel::cuda::CudaProgram::new::<GpuAcc>(GPU_PING_CUDA).handles::<GpuPing>());
-    let _serial = SERIAL.lock().await;
-    let built = RingKernel::builder()
-        .backend(Backend::Cuda)
-        .backend_config(ringkernel::cuda::CudaConfig::host_emulation())
-        .kernel(def)
-        .build()
-        .await;
+    let built = RingKernel::builder().backend(Backend::Cuda).backend_config(config).kernel(def).build().await;
     let rt = match built {
         Ok(rt) => rt,
-        Err(e) if std::env::var("RINGKERNEL_REQUIRE_CUDA_EMULATION").as_deref() != Ok("1") => {
-            eprintln!("SKIP: the CUDA host emulation is unavailable: {e}");
+        Err(e) if std::env::var(require).as_deref() != Ok("1") => {
+            eprintln!("SKIP: the CUDA backend is unavailable: {e}");
             return;
         }
-        Err(e) => {
-            panic!("RINGKERNEL_REQUIRE_CUDA_EMULATION=1 but the CUDA host emulation is unavailable: {e}")
-        }
+        Err(e) => panic!("{require}=1 but the CUDA backend is unavailable: {e}"),
     };
     let before = rss_bytes();
     let opts = LaunchOptions {
@@ -181,8 +173,32 @@ async fn a_million_instances_on_the_cuda_emulation() {
     assert!(report.returned.is_empty());
     if let (Some(before), Some(peak)) = (before, peak) {
         let grown = peak.saturating_sub(before);
-        eprintln!("1,000,000 instances (CUDA emulation): resident memory grew by {} MiB", grown >> 20);
+        eprintln!(
+            "1,000,000 instances (CUDA, {}): host resident memory grew by {} MiB",
+            rt.adapter().unwrap_or_default(),
+            grown >> 20
+        );
         assert!(grown <= 2 << 30, "resident memory grew by {grown} bytes");
     }
     rt.shutdown().await.unwrap();
+}
+
+/// On the host emulation, which CI always runs.
+#[cfg(feature = "cuda")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_instances_on_the_cuda_emulation() {
+    a_million_instances_on_cuda(
+        ringkernel::cuda::CudaConfig::host_emulation(),
+        "RINGKERNEL_REQUIRE_CUDA_EMULATION",
+    )
+    .await;
+}
+
+/// On a GPU (skips without one; fails under `RINGKERNEL_REQUIRE_CUDA=1`, as `gpu-bin/run.sh`
+/// sets). `RINGKERNEL_CUDA_GROUP_WORKERS` sets the workers.
+#[cfg(feature = "cuda")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_instances_on_a_gpu() {
+    let config = ringkernel::cuda::CudaConfig { emulate: false, ..ringkernel::cuda::CudaConfig::from_env() };
+    a_million_instances_on_cuda(config, "RINGKERNEL_REQUIRE_CUDA").await;
 }
