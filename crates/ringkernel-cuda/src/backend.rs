@@ -73,11 +73,22 @@ pub struct CudaConfig {
     /// thread each on a GPU (launched cooperatively, so they must all fit on the device at
     /// once), one host thread each in the emulation. Default 4.
     pub group_workers: u32,
+    /// Host emulation only: a generated kernel yields its thread at random (one time in four)
+    /// before every atomic access of the device protocol, so tests explore far more
+    /// interleavings of workers, kernels and the host than the scheduler alone gives. Slow; for
+    /// tests. Default off.
+    pub emulate_chaos: bool,
 }
 
 impl Default for CudaConfig {
     fn default() -> Self {
-        Self { emulate: false, max_kernels: 120, start_timeout: Duration::from_secs(20), group_workers: 4 }
+        Self {
+            emulate: false,
+            max_kernels: 120,
+            start_timeout: Duration::from_secs(20),
+            group_workers: 4,
+            emulate_chaos: false,
+        }
     }
 }
 
@@ -410,7 +421,7 @@ impl CudaBackend {
     /// emulation); it never panics.
     pub fn new(config: CudaConfig) -> core::result::Result<Self, String> {
         let dev: Arc<dyn Device> = if config.emulate {
-            Arc::new(crate::emulator::Emulator::new()?)
+            Arc::new(crate::emulator::Emulator::with_chaos(config.emulate_chaos)?)
         } else {
             let info = crate::probe_device().map_err(|e| e.to_string())?;
             Arc::new(crate::driver::Driver::open(&info).map_err(|e| e.to_string())?)

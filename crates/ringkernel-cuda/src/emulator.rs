@@ -31,13 +31,22 @@ struct Tables {
 /// The host emulation device (see the module docs).
 pub(crate) struct Emulator {
     cc: String,
+    /// Compile with `-DRK_CHAOS`: random yields before every atomic (`CudaConfig::emulate_chaos`).
+    chaos: bool,
     dir: PathBuf,
     tables: Mutex<Tables>,
 }
 
 impl Emulator {
     /// Checks for a C compiler (`$CC`, else `cc`).
+    #[cfg(test)]
     pub(crate) fn new() -> Result<Self, String> {
+        Self::with_chaos(false)
+    }
+
+    /// [`Emulator::new`]; with `chaos`, kernels are compiled in chaos mode (see
+    /// `CudaConfig::emulate_chaos`).
+    pub(crate) fn with_chaos(chaos: bool) -> Result<Self, String> {
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
         if Command::new(&cc).arg("--version").output().is_err() {
             return Err(format!("the CUDA host emulation needs a C compiler, and `{cc}` was not found"));
@@ -47,7 +56,7 @@ impl Emulator {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ringkernel-cuda-emu-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        Ok(Self { cc, dir, tables: Mutex::new(Tables::default()) })
+        Ok(Self { cc, chaos, dir, tables: Mutex::new(Tables::default()) })
     }
 
     fn layout(len: usize) -> std::alloc::Layout {
@@ -108,7 +117,7 @@ impl Device for Emulator {
         program.host_c_source()
     }
     fn compile(&self, kernel: &str, source: &str) -> Result<ModuleId, DeviceError> {
-        let hash = crate::program::fnv1a(source.as_bytes());
+        let hash = crate::program::fnv1a(source.as_bytes()) ^ u64::from(self.chaos);
         let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&m) = t.by_source.get(&hash) {
             return Ok(m);
@@ -118,6 +127,7 @@ impl Device for Emulator {
         std::fs::write(&src, source)
             .map_err(|e| other("std::fs::write", format!("{}: {e}", src.display())))?;
         let out = Command::new(&self.cc)
+            .args(if self.chaos { &["-DRK_CHAOS=1"][..] } else { &[][..] })
             .args(["-std=gnu11", "-O2", "-Wall", "-Wno-unused-function", "-shared", "-fPIC", "-o"])
             .arg(&lib)
             .arg(&src)

@@ -210,16 +210,18 @@ fn stage_def(name: &str, next: Option<String>) -> KernelDef {
     def
 }
 
-/// Which backend a suite instance runs on; `emulate` selects the CUDA backend's host emulation.
+/// Which backend a suite instance runs on; `emulate` selects the CUDA backend's host emulation,
+/// `chaos` its chaos mode (random yields before every atomic of the device protocol).
 #[derive(Clone, Copy, Debug)]
 struct Setup {
     backend: Backend,
     emulate: bool,
+    chaos: bool,
 }
 
 impl From<Backend> for Setup {
     fn from(backend: Backend) -> Self {
-        Self { backend, emulate: false }
+        Self { backend, emulate: false, chaos: false }
     }
 }
 
@@ -234,7 +236,11 @@ async fn runtime_named(backend: Setup, defs: Vec<KernelDef>, threads: &str) -> O
     let mut b = RingKernel::builder().backend(backend).cpu_config(cpu);
     #[cfg(feature = "cuda")]
     if setup.emulate {
-        b = b.backend_config(ringkernel::cuda::CudaConfig::host_emulation());
+        let config = ringkernel::cuda::CudaConfig {
+            emulate_chaos: setup.chaos,
+            ..ringkernel::cuda::CudaConfig::host_emulation()
+        };
+        b = b.backend_config(config);
     }
     for d in defs {
         b = b.kernel(d);
@@ -746,6 +752,43 @@ impl BackendMemory {
     }
 }
 
+/// Runs a group test with a time limit: a lost wake-up in a device protocol shows up as a hang,
+/// which must fail the test rather than stall the suite.
+async fn within(test: impl core::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(120), test).await.expect("the test hung for 120 s");
+}
+
+/// The kernel-group tests of the suite (`conformance/groups.rs`), also instantiated on their own
+/// for the CUDA emulation's chaos mode.
+macro_rules! group_conformance {
+    (@tests $backend:expr, $races:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn group_request_reply() {
+            within(super::groups::group_request_reply($backend.into())).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn group_addressing() {
+            within(super::groups::group_addressing($backend.into())).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn group_ordering() {
+            within(super::groups::group_ordering($backend.into())).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn group_backpressure() {
+            within(super::groups::group_backpressure($backend.into())).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn group_panic_fails_one_instance() {
+            within(super::groups::group_panic_fails_one_instance($backend.into())).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn group_terminate_conserves() {
+            within(super::groups::group_terminate_conserves($backend.into(), $races / 3)).await
+        }
+    };
+}
+
 macro_rules! conformance {
     ($mod_name:ident, $backend:expr) => {
         conformance!($mod_name, $backend, 10_000, 1_000_000, 60, 10_000);
@@ -838,30 +881,7 @@ macro_rules! conformance {
             async fn terminated_kernels_are_released() {
                 super::terminated_kernels_are_released($backend.into(), $cycles).await
             }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn group_request_reply() {
-                super::groups::group_request_reply($backend.into()).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn group_addressing() {
-                super::groups::group_addressing($backend.into()).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn group_ordering() {
-                super::groups::group_ordering($backend.into()).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn group_backpressure() {
-                super::groups::group_backpressure($backend.into()).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn group_panic_fails_one_instance() {
-                super::groups::group_panic_fails_one_instance($backend.into()).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn group_terminate_conserves() {
-                super::groups::group_terminate_conserves($backend.into(), $races / 3).await
-            }
+            group_conformance!(@tests $backend, $races);
         }
     };
 }
@@ -879,7 +899,22 @@ conformance!(metal, Backend::Metal, 10_000, 1_000_000, 20, 500);
 #[cfg(feature = "cuda")]
 conformance!(cuda, Backend::Cuda, 100, 1_000_000, 20, 200);
 #[cfg(feature = "cuda")]
-conformance!(cuda_emulated, Setup { backend: Backend::Cuda, emulate: true }, 100, 1_000_000, 20, 200);
+conformance!(
+    cuda_emulated,
+    Setup { backend: Backend::Cuda, emulate: true, chaos: false },
+    100,
+    1_000_000,
+    20,
+    200
+);
+// The kernel-group tests once more on the emulation in chaos mode: every atomic access of the
+// device protocol may yield the worker thread first, so the workers, the runner and the host
+// interleave in many more ways than the scheduler alone gives.
+#[cfg(feature = "cuda")]
+mod cuda_emulated_chaos {
+    use super::*;
+    group_conformance!(@tests Setup { backend: Backend::Cuda, emulate: true, chaos: true }, 20);
+}
 
 /// An idle kernel with the default options is small on the CPU backend (issue 11: at most
 /// 16 KiB), computed from its layout: both ring regions plus the kernel cell.
