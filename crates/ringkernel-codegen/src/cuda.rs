@@ -61,6 +61,19 @@ impl ProgramTarget for CudaTarget {
 }
 
 impl Program<CudaTarget> {
+    /// The initial state as the device holds it: the C state struct's natural layout
+    /// ([`crate::types::GpuTypeDesc::natural_layout`]), as little-endian words.
+    #[must_use]
+    pub fn device_state(&self) -> Vec<u32> {
+        self.spec.types().state.words_to_natural(self.init_state())
+    }
+
+    /// The GPU word layout of state words read from the device (a snapshot).
+    #[must_use]
+    pub fn state_from_device(&self, natural: &[u32]) -> Vec<u32> {
+        self.spec.types().state.natural_to_words(natural)
+    }
+
     /// The complete generated CUDA C source, as NVRTC compiles it (cached).
     pub fn cuda_source(&self) -> Result<&str, String> {
         self.target.cuda.get_or_init(|| CudaTarget::generate::<CudaC>(self)).as_deref().map_err(Clone::clone)

@@ -225,6 +225,12 @@ impl<T: ProgramTarget> Program<T> {
         self.spec.init_state()
     }
 
+    /// The kernel state's type.
+    #[must_use]
+    pub fn state_type(&self) -> GpuTypeDesc {
+        self.spec.types().state
+    }
+
     /// Whether the program has a handler for `type_id`.
     #[must_use]
     pub fn handles_type(&self, type_id: u64) -> bool {

@@ -36,6 +36,57 @@ impl GpuTypeDesc {
     pub fn fixed_words(&self) -> u32 {
         self.fields.iter().map(|f| f.kind.fixed_words()).sum()
     }
+
+    /// The type's C layout with natural alignment (how a C-family device holds a kernel's
+    /// state): each field at the next multiple of its scalar's size (4 or 8 bytes), the size
+    /// rounded up to the largest alignment. Returns `(word offset in the GPU word layout, byte
+    /// offset in the C layout, words)` per field and the C size in bytes. A `u64` field of the
+    /// word layout may sit at a 4-byte offset; in the C layout it is 8-byte aligned, so a pointer
+    /// to it is a valid 64-bit access on a GPU. Slices have no C state layout (states have none).
+    #[must_use]
+    pub fn natural_layout(&self) -> (Vec<(usize, usize, usize)>, usize) {
+        let (mut word, mut byte, mut align) = (0usize, 0usize, 4usize);
+        let mut fields = Vec::with_capacity(self.fields.len());
+        for f in self.fields {
+            let (scalar, count) = match f.kind {
+                GpuFieldKind::Scalar(s) => (s, 1),
+                GpuFieldKind::Array(s, n) => (s, n as usize),
+                GpuFieldKind::Slice(s) => (s, 0),
+            };
+            let size = 4 * scalar.words() as usize;
+            align = align.max(size);
+            byte = byte.next_multiple_of(size);
+            let words = f.kind.fixed_words() as usize;
+            fields.push((word, byte, words));
+            word += words;
+            byte += size * count;
+        }
+        (fields, byte.max(4).next_multiple_of(align))
+    }
+
+    /// GPU-word-layout words of a value of this type (its fixed part) in the natural C layout
+    /// ([`GpuTypeDesc::natural_layout`]), as little-endian words; padding is zero.
+    #[must_use]
+    pub fn words_to_natural(&self, words: &[u32]) -> Vec<u32> {
+        let (fields, size) = self.natural_layout();
+        let mut out = vec![0u32; size / 4];
+        for (w, b, n) in fields {
+            out[b / 4..b / 4 + n].copy_from_slice(&words[w..w + n]);
+        }
+        out
+    }
+
+    /// The inverse of [`GpuTypeDesc::words_to_natural`]: the GPU word layout of a value held in
+    /// the natural C layout.
+    #[must_use]
+    pub fn natural_to_words(&self, natural: &[u32]) -> Vec<u32> {
+        let (fields, _) = self.natural_layout();
+        let mut out = vec![0u32; self.fixed_words() as usize];
+        for (w, b, n) in fields {
+            out[w..w + n].copy_from_slice(&natural[b / 4..b / 4 + n]);
+        }
+        out
+    }
 }
 
 /// The types of one kernel: what every target's generator needs besides the handlers' source.

@@ -196,6 +196,8 @@ struct StateInfo {
     params: *mut KernelParams,
     snapshot: *const u32,
     words: usize,
+    /// The state type: snapshots are in its natural C layout, callers get its word layout.
+    ty: ringkernel_codegen::types::GpuTypeDesc,
 }
 
 // SAFETY: pointers into a kernel's mapped block, which is neither freed nor reused while its
@@ -573,7 +575,8 @@ impl CudaBackend {
         let slot = opts.slot_size();
         let d2h_len = SlotRing::region_size(opts.output_capacity, slot).map_err(|e| e.to_string())?;
         let inbox_len = SlotRing::region_size(opts.input_capacity, slot).map_err(|e| e.to_string())?;
-        let state = program.init_state();
+        // The device's natural layout of the state (a `u64` member 8-byte aligned).
+        let state = program.device_state();
         let state_off = align128(inbox_len);
         let scratch_off = state_off + align128(state.len() * 4);
         let dev_len = scratch_off + slot;
@@ -714,6 +717,7 @@ impl CudaBackend {
                 params: k.params(),
                 snapshot: k.block.host.wrapping_add(snap_off) as *const u32,
                 words: state.len(),
+                ty: program.state_type(),
             },
         );
         let mirror = CtlMirror {
@@ -732,7 +736,8 @@ impl CudaBackend {
         self.agent.wake();
     }
 
-    /// A copy of a running kernel's state words, taken by the kernel itself between two messages
+    /// A copy of a running kernel's state in the GPU word layout, taken by the kernel itself
+    /// between two messages
     /// (it sees the request in its `ctl` word and copies the state into a mapped buffer).
     /// `Error::Gpu` when the kernel does not answer within 200 ms (a handler still running, for
     /// example one waiting for room in a full K2K target) or is not running.
@@ -767,7 +772,8 @@ impl CudaBackend {
         }
         // SAFETY: `words` words of the mapped snapshot buffer, written by the kernel before the
         // release we acquired; it writes them again only on the next request, which needs `states`.
-        Ok(unsafe { core::slice::from_raw_parts(info.snapshot, info.words) }.to_vec())
+        let natural = unsafe { core::slice::from_raw_parts(info.snapshot, info.words) };
+        Ok(info.ty.natural_to_words(natural))
     }
 
     /// Stops the agent; kernels should have been terminated first (any still running are told to
@@ -1138,7 +1144,7 @@ impl Poller {
         // The failed message was consumed (counted by the kernel in h2d_done/inbox_done).
         if rec.handler_failed(cell, &text, corr, source) {
             let bytes: Vec<u8> =
-                program(rec.def()).init_state().iter().flat_map(|w| w.to_le_bytes()).collect();
+                program(rec.def()).device_state().iter().flat_map(|w| w.to_le_bytes()).collect();
             if !bytes.is_empty() {
                 if let Err(e) = sh.dev.write_device(rec.dev.state_dev, &bytes) {
                     tracing::error!(kernel = cell.name(), "cannot reset the state: {e}");

@@ -212,8 +212,8 @@ impl CudaBackend {
         let slot = opts.slot_size();
         let cap = (opts.input_capacity.max(2)).next_power_of_two();
         let workers = sh.config.group_workers.max(1);
-        let state = program.init_state();
-        // Naturally aligned: every state starts on a 16-byte boundary.
+        // The device's natural layout of the state; every instance's starts on a 16-byte boundary.
+        let state = program.device_state();
         let stride = (state.len() * 4).max(4).div_ceil(16) * 16;
         let ready_cap = n.div_ceil(workers as usize).next_power_of_two().max(2);
         let layout = DeviceLayout::new(n, cap, slot, stride, ready_cap, workers as usize);

@@ -345,3 +345,49 @@ async fn kernels_start_from_their_initial_state() {
     })
     .await;
 }
+
+/// A state whose `u64` members sit at 4-byte offsets in the GPU word layout.
+#[derive(GpuType, Debug, Clone, Copy, PartialEq, Default)]
+struct Mixed {
+    tag: u32,
+    total: u64,
+    hist: [u32; 3],
+    last: i64,
+}
+
+/// The state lives on the device in its natural C layout (every `u64` 8-byte aligned: a pointer
+/// to one is a valid 64-bit access on a GPU; the packed word layout made it a misaligned one),
+/// and the host converts: the initial state goes in, handlers update members through pointers,
+/// and the snapshot comes back in the word layout with every field where it belongs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_with_u64_members_is_naturally_aligned_on_the_device() {
+    let initial = || Mixed { tag: 7, total: 0x0102_0304_0506_0708, hist: [1, 2, 3], last: -5 };
+    let defs = move || {
+        let p = CudaProgram::with_state(
+            "RK_DEVICE uint32_t on_Hop(rk_ctx* ctx, Mixed* s, const Hop* m) {
+                 uint64_t* t = &s->total;
+                 if (((uint64_t)t & 7u) != 0u) return rk_error(ctx, 77u);
+                 *t += m->n;
+                 s->last = -(int64_t)m->n;
+                 s->tag += 1u;
+                 s->hist[m->n % 3u] += 1u;
+                 return rk_reply_Hop(ctx, m);
+             }",
+            initial(),
+        )
+        .handles::<Hop>()
+        .error_text(77, "misaligned u64 member");
+        vec![KernelDef::new::<Mixed>("mixed").gpu(p)]
+    };
+    each_device(defs, CudaConfig::default(), |rt| async move {
+        let k = rt.launch("mixed", LaunchOptions::default()).await.unwrap();
+        assert_eq!(rt.state_snapshot::<Mixed>(&k).unwrap(), initial(), "the initial state, field by field");
+        for n in [10u64, 20, 31] {
+            let _: Hop = k.call(Hop { n, trail: 0 }).await.unwrap();
+        }
+        let want = Mixed { tag: 10, total: 0x0102_0304_0506_0708 + 61, hist: [1, 4, 4], last: -31 };
+        assert_eq!(rt.state_snapshot::<Mixed>(&k).unwrap(), want);
+        rt.shutdown().await.unwrap();
+    })
+    .await;
+}

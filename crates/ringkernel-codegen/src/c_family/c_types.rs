@@ -83,20 +83,27 @@ fn emit_struct(out: &mut String, t: &GpuTypeDesc, attrs: &str) {
     let _ = writeln!(out, "}} {n};\n#define RK_FIXED_{n} {}u", t.fixed_words());
 }
 
-/// Emits a kernel's state type as a C struct whose memory *is* the GPU word layout
-/// (`packed, aligned(4)`: `u64` fields at 4-byte offsets, low word first on little-endian
-/// devices), so handlers work on the state in device memory in place and the host reads and
-/// writes it as words. State types have no `Vec` fields (checked by the kernel generator).
+/// Emits a kernel's state type as a C struct with natural alignment: a `u64` field is 8-byte
+/// aligned (a pointer to it is a valid 64-bit access on a GPU; in the GPU word layout it may sit
+/// at a 4-byte offset, which as a packed C struct compiled to a misaligned access, a sticky
+/// error that ends a CUDA context). The host converts between this layout and the word layout
+/// ([`GpuTypeDesc::words_to_natural`], [`GpuTypeDesc::natural_to_words`]) when it writes the
+/// initial state and reads snapshots; the size and every offset are asserted here against the
+/// host's computation. State types have no `Vec` fields (checked by the kernel generator).
 #[must_use]
 pub fn emit_c_state_type(t: &GpuTypeDesc) -> String {
     let n = t.name;
     let mut out = String::new();
-    emit_struct(&mut out, t, "__attribute__((packed, aligned(4))) ");
+    emit_struct(&mut out, t, "");
     if !t.fields.is_empty() {
+        let (fields, size) = t.natural_layout();
         let _ = writeln!(
             out,
-            "RK_STATIC_ASSERT(sizeof({n}) == 4u * RK_FIXED_{n}, \"state {n} must be its GPU word layout\");"
+            "RK_STATIC_ASSERT(sizeof({n}) == {size}u, \"state {n} must have the host's natural layout\");"
         );
+        for (f, (_, byte, _)) in t.fields.iter().zip(fields) {
+            let _ = writeln!(out, "RK_ASSERT_OFFSET({n}, {}, {byte});", f.name);
+        }
     }
     out
 }
