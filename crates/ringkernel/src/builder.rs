@@ -306,6 +306,13 @@ impl RingKernel {
         let at = self.place(name, def.as_deref(), group.is_some())?;
         let backend = &inner.backends[at];
         let accepts = def.as_deref().map(KernelDef::accepted_types);
+        // A backend's allocation error names no kernel yet: this one.
+        let name_kernel = |e| match e {
+            Error::Gpu { backend, detail, source, .. } => {
+                Error::Gpu { backend, kernel: name.to_string(), detail, source }
+            }
+            e => e,
+        };
         let cell = Arc::new(match group {
             Some(n) => {
                 // A group takes `n` consecutive ids: its instances' ids.
@@ -313,22 +320,12 @@ impl RingKernel {
                 if id.checked_add(n).is_none() {
                     return Err(Error::InvalidOptions(format!("no {n} kernel ids left in this runtime")));
                 }
-                let ingress = backend.group_ingress(&options, n).map_err(|e| match e {
-                    Error::Gpu { backend, detail, source, .. } => {
-                        Error::Gpu { backend, kernel: name.to_string(), detail, source }
-                    }
-                    e => e,
-                })?;
+                let ingress = backend.group_ingress(&options, n).map_err(name_kernel)?;
                 KernelCell::new_group(KernelId(id), name, accepts, options, known, n, ingress)?
             }
             None => {
                 let id = KernelId(inner.next_id.fetch_add(1, Ordering::Relaxed));
-                let input = backend.input_ring(&options).map_err(|e| match e {
-                    Error::Gpu { backend, detail, source, .. } => {
-                        Error::Gpu { backend, kernel: name.to_string(), detail, source }
-                    }
-                    e => e,
-                })?;
+                let input = backend.input_ring(&options).map_err(name_kernel)?;
                 match input {
                     Some(ring) => KernelCell::with_input(id, name, accepts, options, known, ring)?,
                     None => KernelCell::new(id, name, accepts, options, known)?,

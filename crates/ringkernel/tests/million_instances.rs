@@ -4,7 +4,7 @@
 //! message and replies; the group terminates; resident memory stays within 2 GiB.
 
 use ringkernel::prelude::*;
-use ringkernel::runtime::KernelDef;
+use ringkernel::runtime::{KernelDef, KernelGroup};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// 64 bytes of payload.
@@ -54,6 +54,49 @@ fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// Sends every instance of `g` one message (`make(i)`) and reads every reply, checking with
+/// `fields(reply) = (replying instance, value it was sent, its message count)` that each instance
+/// replied once, to its own message, from fresh state; then terminates the group and checks the
+/// growth of resident memory since `before`.
+async fn each_receives_and_replies<M: RingMessage + Send + 'static>(
+    g: &KernelGroup,
+    make: impl Fn(u32) -> M,
+    fields: fn(&M) -> (u64, u64, u64),
+    before: Option<u64>,
+    label: &str,
+) {
+    let n = g.len();
+    let reader = {
+        let g = g.clone();
+        tokio::spawn(async move {
+            let mut seen = vec![false; n as usize];
+            for _ in 0..n {
+                let r: Received<M> = g.receive_envelope().await.unwrap();
+                let i = g.source_index(&r.meta).expect("a reply from an instance");
+                let (instance, value, count) = fields(&r.message);
+                assert_eq!(instance, u64::from(i), "the instance that handled it replied");
+                assert_eq!(value, u64::from(i) * 3, "the message sent to that instance");
+                assert_eq!(count, 1, "instance {i} had its own fresh state");
+                assert!(!std::mem::replace(&mut seen[i as usize], true), "instance {i} replied twice");
+            }
+            seen.iter().all(|s| *s)
+        })
+    };
+    for i in 0..n {
+        g.instance(i).unwrap().send(make(i)).await.unwrap();
+    }
+    assert!(reader.await.unwrap(), "every instance replied");
+    let peak = rss_bytes();
+    let report = g.terminate().await.unwrap();
+    assert_eq!(report.messages_processed, u64::from(n));
+    assert!(report.returned.is_empty());
+    if let (Some(before), Some(peak)) = (before, peak) {
+        let grown = peak.saturating_sub(before);
+        eprintln!("1,000,000 instances ({label}): resident memory grew by {} MiB", grown >> 20);
+        assert!(grown <= 2 << 30, "resident memory grew by {grown} bytes");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_instances_each_receive_and_reply() {
     const N: u32 = 1_000_000;
@@ -77,36 +120,13 @@ async fn a_million_instances_each_receive_and_reply() {
     };
     let g = rt.launch_group("million", N, opts).await.unwrap();
     assert_eq!(g.len(), N);
-    let reader = {
-        let g = g.clone();
-        tokio::spawn(async move {
-            let mut seen = vec![false; N as usize];
-            for _ in 0..N {
-                let r: Received<Ping> = g.receive_envelope().await.unwrap();
-                let i = g.source_index(&r.meta).expect("a reply from an instance");
-                assert_eq!(r.message.words[1], u64::from(i), "the instance that handled it replied");
-                assert_eq!(r.message.words[0], u64::from(i) * 3, "the message sent to that instance");
-                assert_eq!(r.message.words[2], 1, "instance {i} had its own fresh state");
-                assert!(!std::mem::replace(&mut seen[i as usize], true), "instance {i} replied twice");
-            }
-            seen.iter().all(|s| *s)
-        })
-    };
-    for i in 0..N {
+    let make = |i: u32| {
         let mut words = [0u64; 8];
         words[0] = u64::from(i) * 3;
-        g.instance(i).unwrap().send(Ping { words }).await.unwrap();
-    }
-    assert!(reader.await.unwrap(), "every instance replied");
-    let peak = rss_bytes();
-    let report = g.terminate().await.unwrap();
-    assert_eq!(report.messages_processed, u64::from(N));
-    assert!(report.returned.is_empty());
-    if let (Some(before), Some(peak)) = (before, peak) {
-        let grown = peak.saturating_sub(before);
-        eprintln!("1,000,000 instances: resident memory grew by {} MiB", grown >> 20);
-        assert!(grown <= 2 << 30, "resident memory grew by {grown} bytes");
-    }
+        Ping { words }
+    };
+    let fields = |p: &Ping| (p.words[1], p.words[0], p.words[2]);
+    each_receives_and_replies(&g, make, fields, before, "CPU backend").await;
     rt.shutdown().await.unwrap();
 }
 
@@ -148,38 +168,10 @@ async fn a_million_instances_on_cuda(config: ringkernel::cuda::CudaConfig, requi
     };
     let g = rt.launch_group("million_cuda", N, opts).await.unwrap();
     assert_eq!(g.status().placement.unwrap().backend, Backend::Cuda);
-    let reader = {
-        let g = g.clone();
-        tokio::spawn(async move {
-            let mut seen = vec![false; N as usize];
-            for _ in 0..N {
-                let r: Received<GpuPing> = g.receive_envelope().await.unwrap();
-                let i = g.source_index(&r.meta).expect("a reply from an instance");
-                assert_eq!(r.message.instance, u64::from(i), "the instance that handled it replied");
-                assert_eq!(r.message.value, u64::from(i) * 3, "the message sent to that instance");
-                assert_eq!(r.message.count, 1, "instance {i} had its own fresh state");
-                assert!(!std::mem::replace(&mut seen[i as usize], true), "instance {i} replied twice");
-            }
-            seen.iter().all(|s| *s)
-        })
-    };
-    for i in 0..N {
-        g.instance(i).unwrap().send(GpuPing { value: u64::from(i) * 3, ..GpuPing::default() }).await.unwrap();
-    }
-    assert!(reader.await.unwrap(), "every instance replied");
-    let peak = rss_bytes();
-    let report = g.terminate().await.unwrap();
-    assert_eq!(report.messages_processed, u64::from(N));
-    assert!(report.returned.is_empty());
-    if let (Some(before), Some(peak)) = (before, peak) {
-        let grown = peak.saturating_sub(before);
-        eprintln!(
-            "1,000,000 instances (CUDA, {}): host resident memory grew by {} MiB",
-            rt.adapter().unwrap_or_default(),
-            grown >> 20
-        );
-        assert!(grown <= 2 << 30, "resident memory grew by {grown} bytes");
-    }
+    let make = |i: u32| GpuPing { value: u64::from(i) * 3, ..GpuPing::default() };
+    let fields = |p: &GpuPing| (p.instance, p.value, p.count);
+    let label = format!("CUDA, {}", rt.adapter().unwrap_or_default());
+    each_receives_and_replies(&g, make, fields, before, &label).await;
     rt.shutdown().await.unwrap();
 }
 
