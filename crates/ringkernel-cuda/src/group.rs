@@ -180,6 +180,9 @@ struct Runner {
     base: u32,
     workers: u32,
     local: ExecLocal,
+    /// What `drain` took off the output rings, back to back, and where each envelope ends.
+    taken: Vec<u8>,
+    ends: Vec<usize>,
     handled_seen: u64,
     ingress_seen: u64,
 }
@@ -368,6 +371,8 @@ impl CudaBackend {
             base: cell.id().0,
             workers,
             local: ExecLocal::default(),
+            taken: Vec::new(),
+            ends: Vec::new(),
             handled_seen: 0,
             ingress_seen: 0,
         };
@@ -496,20 +501,29 @@ impl Runner {
         if !self.local.flush(cell) {
             return 0;
         }
-        let mut taken: Vec<Vec<u8>> = Vec::new();
+        // The envelopes are copied into one buffer the runner keeps (no allocation per message).
+        let (mut bytes, mut ends) = (core::mem::take(&mut self.taken), core::mem::take(&mut self.ends));
+        bytes.clear();
+        ends.clear();
         for ring in &self.d2h {
-            while taken.len() < max {
-                let Some(bytes) = ring.try_pop_with(<[u8]>::to_vec) else { break };
-                taken.push(bytes);
+            while ends.len() < max {
+                if ring.try_pop_with(|b| bytes.extend_from_slice(b)).is_none() {
+                    break;
+                }
+                ends.push(bytes.len());
             }
         }
         // Counted before the outputs are routed: whoever gets a reply also sees its message in
         // `messages_processed` (the workers publish their counts before each handler runs).
         self.sync_counts(cell);
-        for bytes in &taken {
-            self.route(cell, bytes);
+        let mut start = 0;
+        for &end in &ends {
+            self.route(cell, &bytes[start..end]);
+            start = end;
         }
-        taken.len()
+        let moved = ends.len();
+        (self.taken, self.ends) = (bytes, ends);
+        moved
     }
 
     fn route(&mut self, cell: &Arc<KernelCell>, bytes: &[u8]) {
